@@ -1,0 +1,249 @@
+"""ApiServer: kube-apiserver as a Deployment behind an in-namespace Service.
+
+Flags follow kubeadm's controlplane phase (cmd/kubeadm/app/phases/controlplane) for the
+supported releases, plus what a hosted control plane needs: Secrets encrypted at rest with a
+key from pulumi-random, and an audit log.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+import yaml
+
+from components.config import ControlPlaneSettings
+from components.etcd import etcd_client_urls
+from components.names import ObjectNames, labels
+from components.pki import CLUSTER_CA, ETCD_CA, FRONT_PROXY_CA, Pki
+from components.podspec import (
+    Manifest,
+    config_map_volume,
+    container_security_context,
+    deployment_spec,
+    empty_dir_volume,
+    https_probe,
+    mount,
+    pod_disruption_budget_spec,
+    pod_env_from_field,
+    resources,
+    secret_volume,
+)
+
+SECURE_PORT = 6443
+PKI_DIR = "/etc/kubernetes/pki"
+AUDIT_POLICY_DIR = "/etc/kubernetes/audit"
+AUDIT_LOG_DIR = "/var/log/kubernetes/audit"
+COMPONENT = "kube-apiserver"
+ENCRYPTION_CONFIG_FILE = "encryption-config.yaml"
+# The key name inside the EncryptionConfiguration; a rotation adds a second key before it.
+ENCRYPTION_KEY_NAME = "key1"
+
+
+def api_server_labels(names: ObjectNames) -> dict[str, str]:
+    return labels(names.cluster, COMPONENT)
+
+
+def api_server_secret_name(names: ObjectNames) -> str:
+    return f"{names.api_server}-pki"
+
+
+def audit_policy_config_map_name(names: ObjectNames) -> str:
+    return f"{names.api_server}-audit-policy"
+
+
+def encryption_configuration(key_base64: str) -> str:
+    """Secrets are written with AES-CBC; `identity` last so data from before still reads."""
+    document = {
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "EncryptionConfiguration",
+        "resources": [
+            {
+                "resources": ["secrets"],
+                "providers": [
+                    {"aescbc": {"keys": [{"name": ENCRYPTION_KEY_NAME, "secret": key_base64}]}},
+                    {"identity": {}},
+                ],
+            }
+        ],
+    }
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def audit_policy() -> str:
+    """Who did what, never the payload: request bodies could carry Secret values."""
+    document = {
+        "apiVersion": "audit.k8s.io/v1",
+        "kind": "Policy",
+        "omitStages": ["RequestReceived"],
+        "rules": [
+            # Health checks and the controllers' own lease renewals are noise.
+            {"level": "None", "nonResourceURLs": ["/healthz*", "/livez*", "/readyz*", "/version"]},
+            {
+                "level": "None",
+                "users": ["system:kube-controller-manager", "system:kube-scheduler"],
+                "verbs": ["get", "update"],
+                "namespaces": ["kube-system"],
+                "resources": [{"group": "coordination.k8s.io", "resources": ["leases"]}],
+            },
+            {"level": "Metadata"},
+        ],
+    }
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def api_server_command(settings: ControlPlaneSettings, names: ObjectNames) -> list[str]:
+    pki = PKI_DIR
+    return [
+        "kube-apiserver",
+        "--advertise-address=$(POD_IP)",
+        f"--secure-port={SECURE_PORT}",
+        "--allow-privileged=true",
+        "--authorization-mode=Node,RBAC",
+        "--enable-admission-plugins=NodeRestriction",
+        "--enable-bootstrap-token-auth=true",
+        f"--client-ca-file={pki}/ca.crt",
+        f"--tls-cert-file={pki}/apiserver.crt",
+        f"--tls-private-key-file={pki}/apiserver.key",
+        f"--etcd-servers={','.join(etcd_client_urls(settings, names))}",
+        f"--etcd-cafile={pki}/etcd-ca.crt",
+        f"--etcd-certfile={pki}/apiserver-etcd-client.crt",
+        f"--etcd-keyfile={pki}/apiserver-etcd-client.key",
+        f"--kubelet-client-certificate={pki}/apiserver-kubelet-client.crt",
+        f"--kubelet-client-key={pki}/apiserver-kubelet-client.key",
+        "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
+        f"--proxy-client-cert-file={pki}/front-proxy-client.crt",
+        f"--proxy-client-key-file={pki}/front-proxy-client.key",
+        "--requestheader-allowed-names=front-proxy-client",
+        f"--requestheader-client-ca-file={pki}/front-proxy-ca.crt",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--service-account-issuer=https://kubernetes.default.svc.{settings.cluster_domain}",
+        f"--service-account-key-file={pki}/sa.pub",
+        f"--service-account-signing-key-file={pki}/sa.key",
+        f"--service-cluster-ip-range={settings.service_cidr}",
+        f"--encryption-provider-config={pki}/{ENCRYPTION_CONFIG_FILE}",
+        f"--audit-policy-file={AUDIT_POLICY_DIR}/policy.yaml",
+        f"--audit-log-path={AUDIT_LOG_DIR}/audit.log",
+        "--audit-log-maxage=7",
+        "--audit-log-maxbackup=2",
+        "--audit-log-maxsize=20",
+        "--profiling=false",
+    ]
+
+
+def api_server_deployment_spec(settings: ControlPlaneSettings, names: ObjectNames) -> Manifest:
+    selector = api_server_labels(names)
+    container = {
+        "name": "kube-apiserver",
+        "image": settings.image("kube-apiserver"),
+        "imagePullPolicy": "IfNotPresent",
+        "command": api_server_command(settings, names),
+        "env": [pod_env_from_field("POD_IP", "status.podIP")],
+        "ports": [{"name": "https", "containerPort": SECURE_PORT}],
+        "resources": resources(
+            settings.api_server_resources.cpu, settings.api_server_resources.memory
+        ),
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            mount("pki", PKI_DIR),
+            mount("audit-policy", AUDIT_POLICY_DIR),
+            mount("audit-log", AUDIT_LOG_DIR, read_only=False),
+            mount("tmp", "/tmp", read_only=False),
+        ],
+        "startupProbe": https_probe("/livez", SECURE_PORT, failures=30),
+        "livenessProbe": https_probe("/livez", SECURE_PORT, failures=8),
+        "readinessProbe": https_probe("/readyz", SECURE_PORT, period=5),
+    }
+    volumes = [
+        secret_volume("pki", api_server_secret_name(names)),
+        config_map_volume("audit-policy", audit_policy_config_map_name(names)),
+        empty_dir_volume("audit-log", "128Mi"),
+        empty_dir_volume("tmp", "16Mi"),
+    ]
+    return deployment_spec(selector, settings.api_server_replicas, container, volumes)
+
+
+def api_server_service_spec(names: ObjectNames) -> Manifest:
+    return {
+        "type": "ClusterIP",
+        "selector": api_server_labels(names),
+        "ports": [{"name": "https", "port": SECURE_PORT, "targetPort": SECURE_PORT}],
+    }
+
+
+class ApiServer(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        settings: ControlPlaneSettings,
+        names: ObjectNames,
+        pki: Pki,
+        provider: pulumi.ProviderResource,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("k8s-on-k8s:index:ApiServer", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self, provider=provider)
+        namespace = settings.namespace
+
+        def metadata(object_name: str) -> Manifest:
+            return {"name": object_name, "namespace": namespace, "labels": api_server_labels(names)}
+
+        # 32 random bytes: the AES-256 key of the Secrets at rest. Never replaced by an update:
+        # a new key would leave every stored Secret unreadable.
+        encryption_key = random.RandomBytes(
+            f"{name}-encryption-key",
+            length=32,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        files: dict[str, pulumi.Input[str]] = {
+            "ca.crt": pki.cas[CLUSTER_CA].cert_pem,
+            "etcd-ca.crt": pki.cas[ETCD_CA].cert_pem,
+            "front-proxy-ca.crt": pki.cas[FRONT_PROXY_CA].cert_pem,
+            "sa.pub": pki.service_account_public_key_pem,
+            "sa.key": pki.service_account_private_key_pem,
+            ENCRYPTION_CONFIG_FILE: encryption_key.base64.apply(encryption_configuration),
+        }
+        for leaf in (
+            "apiserver",
+            "apiserver-kubelet-client",
+            "apiserver-etcd-client",
+            "front-proxy-client",
+        ):
+            files[f"{leaf}.crt"] = pki.leaves[leaf].cert_pem
+            files[f"{leaf}.key"] = pki.leaves[leaf].key_pem
+        secret = k8s.core.v1.Secret(
+            f"{name}-pki",
+            metadata=metadata(api_server_secret_name(names)),
+            type="Opaque",
+            string_data={key: pulumi.Output.secret(value) for key, value in files.items()},
+            opts=child,
+        )
+        policy = k8s.core.v1.ConfigMap(
+            f"{name}-audit-policy",
+            metadata=metadata(audit_policy_config_map_name(names)),
+            data={"policy.yaml": audit_policy()},
+            opts=child,
+        )
+        self.service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=metadata(names.api_server),
+            spec=api_server_service_spec(names),
+            opts=child,
+        )
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata=metadata(names.api_server),
+            spec=pod_disruption_budget_spec(api_server_labels(names), settings.api_server_replicas),
+            opts=child,
+        )
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=metadata(names.api_server),
+            spec=api_server_deployment_spec(settings, names),
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(depends_on=[secret, policy])
+            ),
+        )
+        self.register_outputs({"service": names.api_server})

@@ -1,0 +1,374 @@
+"""The stack's configuration: read once at the edge, validated, turned into frozen settings.
+
+`parse_settings` is pure (a mapping of raw strings in, settings or one `ConfigError` out), so
+every rule is tested without the Pulumi runtime. `load_settings` is the only place that calls
+`pulumi.Config`; components receive the typed settings and never read config themselves.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from components.versions import DEFAULT_RELEASE, KubernetesRelease, find_release, supported_versions
+
+PROJECT = "k8s-on-k8s"
+
+EXPOSURE_MODES = ("ingress", "loadBalancer", "nodePort")
+ETCD_MEMBER_COUNTS = (1, 3)
+NODE_PORT_RANGE = (30000, 32767)
+# Object names get suffixes such as "-controller-manager-kubeconfig"; keep room within 63.
+CLUSTER_NAME_MAX_LENGTH = 30
+
+# Every key with its default. Pulumi.yaml declares the same keys and defaults; the defaults
+# live here too because the mock runtime does not apply Pulumi.yaml's.
+DEFAULTS: dict[str, str] = {
+    "clusterName": "kubernetes",
+    "namespace": "k8s-tenant",
+    "apiHost": "kubernetes.example.com",
+    "kubernetesVersion": DEFAULT_RELEASE.version,
+    "exposure": "ingress",
+    "ingressClassName": "nginx",
+    "loadBalancerIP": "",
+    "nodePort": "31443",
+    "apiServerReplicas": "2",
+    "controllerManagerReplicas": "2",
+    "schedulerReplicas": "2",
+    "etcdReplicas": "3",
+    "etcdStorageSize": "4Gi",
+    "etcdStorageClass": "",
+    "serviceCidr": "10.96.0.0/12",
+    "podCidr": "10.244.0.0/16",
+    "clusterDomain": "cluster.local",
+    "infraClusterDomain": "cluster.local",
+    "imageRegistry": "registry.k8s.io",
+    "etcdCpuRequest": "100m",
+    "etcdMemoryRequest": "256Mi",
+    "apiServerCpuRequest": "250m",
+    "apiServerMemoryRequest": "512Mi",
+    "controllerManagerCpuRequest": "100m",
+    "controllerManagerMemoryRequest": "128Mi",
+    "schedulerCpuRequest": "50m",
+    "schedulerMemoryRequest": "64Mi",
+}
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_QUANTITY = re.compile(r"^(\d+(\.\d+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_REGISTRY = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:\d{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
+
+
+class ConfigError(ValueError):
+    """Bad stack configuration: raised before any resource is registered."""
+
+
+@dataclass(frozen=True)
+class ResourceRequests:
+    cpu: str
+    memory: str
+
+
+@dataclass(frozen=True)
+class Exposure:
+    mode: str  # one of EXPOSURE_MODES
+    host: str  # DNS name or IP that clients use to reach the API
+    ingress_class_name: str
+    load_balancer_ip: str | None
+    node_port: int
+
+    @property
+    def port(self) -> int:
+        """The port clients dial from outside the infrastructure cluster."""
+        if self.mode == "ingress":
+            return 443
+        if self.mode == "nodePort":
+            return self.node_port
+        return 6443
+
+    @property
+    def endpoint(self) -> str:
+        host = (
+            self.load_balancer_ip
+            if self.mode == "loadBalancer" and self.load_balancer_ip
+            else self.host
+        )
+        if is_ip(host) and ":" in host:
+            host = f"[{host}]"
+        return f"https://{host}" if self.port == 443 else f"https://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ControlPlaneSettings:
+    cluster_name: str
+    namespace: str
+    release: KubernetesRelease
+    exposure: Exposure
+    api_server_replicas: int
+    controller_manager_replicas: int
+    scheduler_replicas: int
+    etcd_replicas: int
+    etcd_storage_size: str
+    etcd_storage_class: str | None
+    service_cidr: str
+    pod_cidr: str
+    cluster_domain: str
+    infra_cluster_domain: str
+    image_registry: str
+    etcd_resources: ResourceRequests
+    api_server_resources: ResourceRequests
+    controller_manager_resources: ResourceRequests
+    scheduler_resources: ResourceRequests
+
+    @property
+    def kubernetes_service_ip(self) -> str:
+        """The first address of the service range: the ClusterIP of `kubernetes.default`."""
+        return str(ipaddress.ip_network(self.service_cidr)[1])
+
+    def image(self, name: str, tag: str | None = None) -> str:
+        return f"{self.image_registry}/{name}:{tag or self.release.version}"
+
+
+@dataclass(frozen=True)
+class InfraProviderSettings:
+    """Which infrastructure cluster to use: pulumi-kubernetes' own `kubernetes:` settings."""
+
+    kubeconfig: str | None
+    context: str | None
+
+
+def is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def is_dns_name(value: str) -> bool:
+    if not value or len(value) > 253:
+        return False
+    return all(_DNS_LABEL.match(label) for label in value.split("."))
+
+
+def quantity_is_positive(value: str) -> bool:
+    match = _QUANTITY.match(value)
+    return match is not None and float(match.group(1)) > 0
+
+
+T = TypeVar("T")
+
+
+class _Collector:
+    """Gathers every problem so one run reports all of them in one message."""
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        unknown = sorted(set(raw) - set(DEFAULTS))
+        self.values = {key: str(raw.get(key, default)).strip() for key, default in DEFAULTS.items()}
+        self.errors: list[str] = [
+            f"{PROJECT}:{key} is not a known setting; known keys: {', '.join(sorted(DEFAULTS))}"
+            for key in unknown
+        ]
+
+    def fail(self, key: str, allowed: str) -> None:
+        self.errors.append(f"{PROJECT}:{key} = {self.values[key]!r} is invalid; allowed: {allowed}")
+
+    def check(self, key: str, parse: Callable[[str], T | None], allowed: str, fallback: T) -> T:
+        try:
+            parsed = parse(self.values[key])
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            self.fail(key, allowed)
+            return fallback
+        return parsed
+
+
+def _positive_int(value: str) -> int | None:
+    number = int(value)
+    return number if number > 0 else None
+
+
+def _dns_label(max_length: int) -> Callable[[str], str | None]:
+    return lambda value: value if len(value) <= max_length and _DNS_LABEL.match(value) else None
+
+
+def _quantity(value: str) -> str | None:
+    return value if quantity_is_positive(value) else None
+
+
+def _network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    return ipaddress.ip_network(value, strict=True)
+
+
+def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
+    """Validate raw config values (strings, as Pulumi stores them) into settings.
+
+    Raises one ConfigError that names every bad key, its value and what is allowed.
+    """
+    c = _Collector(raw)
+
+    cluster_name = c.check(
+        "clusterName",
+        _dns_label(CLUSTER_NAME_MAX_LENGTH),
+        f"a DNS label (lowercase letters, digits, '-') of at most {CLUSTER_NAME_MAX_LENGTH} chars",
+        "x",
+    )
+    namespace = c.check("namespace", _dns_label(63), "a DNS label of at most 63 characters", "x")
+    api_host = c.check(
+        "apiHost",
+        lambda value: value if is_dns_name(value) or is_ip(value) else None,
+        "a DNS name such as api.example.com (lowercase, no scheme, port or wildcard) or an IP",
+        "x",
+    )
+    release = c.check(
+        "kubernetesVersion",
+        find_release,
+        "one of " + ", ".join(supported_versions()) + " (or another patch of those minors)",
+        DEFAULT_RELEASE,
+    )
+    mode = c.check(
+        "exposure",
+        lambda value: value if value in EXPOSURE_MODES else None,
+        " | ".join(EXPOSURE_MODES),
+        "ingress",
+    )
+    ingress_class_name = c.check(
+        "ingressClassName", _dns_label(63), "an IngressClass name (a DNS label)", "x"
+    )
+    load_balancer_ip = c.check(
+        "loadBalancerIP",
+        lambda value: value if value == "" or is_ip(value) else None,
+        "empty (the load balancer picks) or an IPv4/IPv6 address",
+        "",
+    )
+    low, high = NODE_PORT_RANGE
+    node_port = c.check(
+        "nodePort",
+        lambda value: int(value) if low <= int(value) <= high else None,
+        f"an integer from {low} to {high} (the default NodePort range)",
+        low,
+    )
+
+    def replicas(key: str) -> int:
+        return c.check(key, _positive_int, "a whole number of at least 1", 1)
+
+    api_server_replicas = replicas("apiServerReplicas")
+    controller_manager_replicas = replicas("controllerManagerReplicas")
+    scheduler_replicas = replicas("schedulerReplicas")
+    etcd_replicas = c.check(
+        "etcdReplicas",
+        lambda value: int(value) if int(value) in ETCD_MEMBER_COUNTS else None,
+        " or ".join(str(n) for n in ETCD_MEMBER_COUNTS)
+        + " (etcd needs an odd member count for quorum)",
+        1,
+    )
+    storage_size = c.check(
+        "etcdStorageSize", _quantity, "a positive Kubernetes quantity such as 4Gi", "1Gi"
+    )
+    storage_class = c.check(
+        "etcdStorageClass",
+        lambda value: value if value == "" or is_dns_name(value) else None,
+        "empty (the cluster's default StorageClass) or a StorageClass name",
+        "",
+    )
+    service_cidr = c.check(
+        "serviceCidr", _network, "a CIDR such as 10.96.0.0/12 (host bits zero)", None
+    )
+    if service_cidr is not None and service_cidr.num_addresses > 2**20:
+        c.fail("serviceCidr", "a range of at most 2^20 addresses (/12 or longer for IPv4)")
+        service_cidr = None
+    pod_cidr = c.check("podCidr", _network, "a CIDR such as 10.244.0.0/16 (host bits zero)", None)
+    if service_cidr is not None and pod_cidr is not None and service_cidr.overlaps(pod_cidr):
+        c.fail("podCidr", f"a range that does not overlap serviceCidr {service_cidr}")
+    cluster_domain = c.check(
+        "clusterDomain",
+        lambda value: value if is_dns_name(value) else None,
+        "a DNS domain such as cluster.local",
+        "x",
+    )
+    infra_cluster_domain = c.check(
+        "infraClusterDomain",
+        lambda value: value if is_dns_name(value) else None,
+        "the infrastructure cluster's DNS domain, such as cluster.local",
+        "x",
+    )
+    image_registry = c.check(
+        "imageRegistry",
+        lambda value: value if _REGISTRY.match(value) else None,
+        "a registry host with optional port and path, without tag or scheme",
+        "x",
+    )
+
+    def requests(component: str) -> ResourceRequests:
+        cpu = c.check(
+            f"{component}CpuRequest", _quantity, "a positive CPU quantity such as 250m", "1"
+        )
+        memory = c.check(
+            f"{component}MemoryRequest",
+            _quantity,
+            "a positive memory quantity such as 256Mi",
+            "1",
+        )
+        return ResourceRequests(cpu=cpu, memory=memory)
+
+    etcd_resources = requests("etcd")
+    api_server_resources = requests("apiServer")
+    controller_manager_resources = requests("controllerManager")
+    scheduler_resources = requests("scheduler")
+
+    if c.errors:
+        raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(c.errors))
+
+    assert service_cidr is not None and pod_cidr is not None
+    return ControlPlaneSettings(
+        cluster_name=cluster_name,
+        namespace=namespace,
+        release=release,
+        exposure=Exposure(
+            mode=mode,
+            host=api_host,
+            ingress_class_name=ingress_class_name,
+            load_balancer_ip=load_balancer_ip or None,
+            node_port=node_port,
+        ),
+        api_server_replicas=api_server_replicas,
+        controller_manager_replicas=controller_manager_replicas,
+        scheduler_replicas=scheduler_replicas,
+        etcd_replicas=etcd_replicas,
+        etcd_storage_size=storage_size,
+        etcd_storage_class=storage_class or None,
+        service_cidr=str(service_cidr),
+        pod_cidr=str(pod_cidr),
+        cluster_domain=cluster_domain,
+        infra_cluster_domain=infra_cluster_domain,
+        image_registry=image_registry,
+        etcd_resources=etcd_resources,
+        api_server_resources=api_server_resources,
+        controller_manager_resources=controller_manager_resources,
+        scheduler_resources=scheduler_resources,
+    )
+
+
+def load_settings() -> tuple[ControlPlaneSettings, InfraProviderSettings]:
+    """Read the stack's config (the program's only config access).
+
+    Every `k8s-on-k8s:` key set on the stack is passed on, so a misspelt key is an error
+    instead of a silently ignored setting.
+    """
+    import pulumi
+    from pulumi.runtime.config import CONFIG, get_config_env
+
+    prefix = f"{PROJECT}:"
+    stack_config = {**get_config_env(), **CONFIG.get()}
+    raw = {
+        key[len(prefix) :]: value for key, value in stack_config.items() if key.startswith(prefix)
+    }
+    settings = parse_settings(raw)
+    kubernetes_config = pulumi.Config("kubernetes")
+    provider = InfraProviderSettings(
+        kubeconfig=kubernetes_config.get("kubeconfig") or None,
+        context=kubernetes_config.get("context") or None,
+    )
+    return settings, provider

@@ -1,0 +1,87 @@
+"""ControlPlane: one tenant control plane in one namespace, composed of the other components."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.apiserver import ApiServer, api_server_labels
+from components.config import ControlPlaneSettings
+from components.controller_manager import ControllerManager
+from components.etcd import Etcd
+from components.exposure import Exposure
+from components.kubeconfig import client_certificate_kubeconfig
+from components.names import ObjectNames, labels
+from components.pki import ADMIN_USER, Pki
+from components.scheduler import Scheduler
+
+
+class ControlPlane(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        settings: ControlPlaneSettings,
+        provider: pulumi.ProviderResource,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("k8s-on-k8s:index:ControlPlane", name, None, opts)
+        names = ObjectNames(
+            cluster=settings.cluster_name,
+            namespace=settings.namespace,
+            infra_cluster_domain=settings.infra_cluster_domain,
+        )
+        child = pulumi.ResourceOptions(parent=self)
+
+        pki = Pki(f"{name}-pki", settings, names, opts=child)
+        etcd = Etcd(
+            f"{name}-etcd", settings, names, pki, api_server_labels(names), provider, opts=child
+        )
+        api_server = ApiServer(
+            f"{name}-apiserver",
+            settings,
+            names,
+            pki,
+            provider,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[etcd]),
+        )
+        after_api_server = pulumi.ResourceOptions(parent=self, depends_on=[api_server])
+        ControllerManager(
+            f"{name}-controller-manager", settings, names, pki, provider, opts=after_api_server
+        )
+        Scheduler(f"{name}-scheduler", settings, names, pki, provider, opts=after_api_server)
+        exposure = Exposure(f"{name}-exposure", settings, names, provider, opts=after_api_server)
+
+        admin = pki.leaves["admin"]
+        self.endpoint: pulumi.Output[str] = pulumi.Output.from_input(exposure.endpoint)
+        self.kubeconfig = client_certificate_kubeconfig(
+            cluster_name=names.cluster,
+            server=self.endpoint,
+            ca_cert_pem=pki.ca_cert_pem,
+            user=ADMIN_USER,
+            client_cert_pem=admin.cert_pem,
+            client_key_pem=admin.key_pem,
+        )
+        # The admin kubeconfig also lives in the namespace, for in-cluster tooling of the tenant.
+        k8s.core.v1.Secret(
+            f"{name}-admin-kubeconfig",
+            metadata={
+                "name": names.admin_kubeconfig,
+                "namespace": settings.namespace,
+                "labels": labels(names.cluster, "admin-kubeconfig"),
+            },
+            type="Opaque",
+            string_data={"kubeconfig": self.kubeconfig},
+            opts=pulumi.ResourceOptions(parent=self, provider=provider),
+        )
+        self.cluster_ca_certificate = pki.ca_cert_pem
+        self.namespace = settings.namespace
+        self.kubernetes_version = settings.release.version
+        self.register_outputs(
+            {
+                "endpoint": self.endpoint,
+                "kubeconfig": self.kubeconfig,
+                "clusterCaCertificate": self.cluster_ca_certificate,
+                "namespace": self.namespace,
+                "kubernetesVersion": self.kubernetes_version,
+            }
+        )

@@ -1,0 +1,261 @@
+"""Etcd: the control plane's datastore as a StatefulSet with mutual TLS for clients and peers.
+
+Members find each other through a headless Service that publishes not-ready addresses, so a
+new cluster can bootstrap before any member is Ready. Each member reads its own certificate
+from the shared Secret by its pod name.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.config import ControlPlaneSettings
+from components.names import ObjectNames, labels
+from components.pki import ETCD_CA, Pki, etcd_peer_cert_name, etcd_server_cert_name
+from components.podspec import (
+    Manifest,
+    container_security_context,
+    empty_dir_volume,
+    http_probe,
+    mount,
+    pod_disruption_budget_spec,
+    pod_env_from_field,
+    pod_security_context,
+    resources,
+    secret_volume,
+    spread_over_nodes,
+)
+
+CLIENT_PORT = 2379
+PEER_PORT = 2380
+HEALTH_PORT = 2381
+PKI_DIR = "/etc/etcd/pki"
+DATA_MOUNT = "/var/lib/etcd"
+# A sub-directory of the volume: etcd creates it with mode 0700 and owns it, whatever the
+# volume's root looks like.
+DATA_DIR = f"{DATA_MOUNT}/data"
+COMPONENT = "etcd"
+
+
+def etcd_labels(names: ObjectNames) -> dict[str, str]:
+    return labels(names.cluster, COMPONENT)
+
+
+def etcd_secret_name(names: ObjectNames) -> str:
+    return f"{names.etcd}-pki"
+
+
+def etcd_client_urls(settings: ControlPlaneSettings, names: ObjectNames) -> list[str]:
+    """Every member's client URL, the way the apiserver lists them in --etcd-servers."""
+    return [
+        f"https://{names.etcd_member_fqdn(member)}:{CLIENT_PORT}"
+        for member in names.etcd_members(settings.etcd_replicas)
+    ]
+
+
+def etcd_command(settings: ControlPlaneSettings, names: ObjectNames) -> list[str]:
+    """etcd's flags; $(POD_NAME) is expanded by the kubelet from the pod's env."""
+    own_fqdn = names.etcd_member_fqdn("$(POD_NAME)")
+    initial_cluster = ",".join(
+        f"{member}=https://{names.etcd_member_fqdn(member)}:{PEER_PORT}"
+        for member in names.etcd_members(settings.etcd_replicas)
+    )
+    return [
+        "etcd",
+        "--name=$(POD_NAME)",
+        f"--data-dir={DATA_DIR}",
+        f"--listen-client-urls=https://0.0.0.0:{CLIENT_PORT}",
+        f"--advertise-client-urls=https://{own_fqdn}:{CLIENT_PORT}",
+        f"--listen-peer-urls=https://0.0.0.0:{PEER_PORT}",
+        f"--initial-advertise-peer-urls=https://{own_fqdn}:{PEER_PORT}",
+        f"--initial-cluster={initial_cluster}",
+        "--initial-cluster-state=new",
+        f"--initial-cluster-token={names.cluster}-{names.namespace}",
+        f"--cert-file={PKI_DIR}/$(POD_NAME)-server.crt",
+        f"--key-file={PKI_DIR}/$(POD_NAME)-server.key",
+        "--client-cert-auth=true",
+        f"--trusted-ca-file={PKI_DIR}/ca.crt",
+        f"--peer-cert-file={PKI_DIR}/$(POD_NAME)-peer.crt",
+        f"--peer-key-file={PKI_DIR}/$(POD_NAME)-peer.key",
+        "--peer-client-cert-auth=true",
+        f"--peer-trusted-ca-file={PKI_DIR}/ca.crt",
+        "--snapshot-count=10000",
+        # Plain-HTTP health and metrics for the kubelet's probes; no data is served there.
+        f"--listen-metrics-urls=http://0.0.0.0:{HEALTH_PORT}",
+        "--feature-gates=InitialCorruptCheck=true",
+    ]
+
+
+def etcd_statefulset_spec(settings: ControlPlaneSettings, names: ObjectNames) -> Manifest:
+    selector = etcd_labels(names)
+    volume_claim: Manifest = {
+        "metadata": {"name": "data", "labels": selector},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": settings.etcd_storage_size}},
+        },
+    }
+    if settings.etcd_storage_class:
+        volume_claim["spec"]["storageClassName"] = settings.etcd_storage_class
+    container = {
+        "name": "etcd",
+        "image": settings.image("etcd", settings.release.etcd_image_tag),
+        "imagePullPolicy": "IfNotPresent",
+        "command": etcd_command(settings, names),
+        "env": [pod_env_from_field("POD_NAME", "metadata.name")],
+        "ports": [
+            {"name": "client", "containerPort": CLIENT_PORT},
+            {"name": "peer", "containerPort": PEER_PORT},
+            {"name": "health", "containerPort": HEALTH_PORT},
+        ],
+        "resources": resources(settings.etcd_resources.cpu, settings.etcd_resources.memory),
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            mount("pki", PKI_DIR),
+            mount("data", DATA_MOUNT, read_only=False),
+            mount("tmp", "/tmp", read_only=False),
+        ],
+        # kubeadm's probes: /livez for liveness, /readyz once the member serves.
+        "livenessProbe": http_probe("/livez", HEALTH_PORT, failures=8),
+        "readinessProbe": http_probe("/readyz", HEALTH_PORT, period=5),
+        "startupProbe": http_probe("/readyz", HEALTH_PORT, period=5, failures=60),
+    }
+    return {
+        "serviceName": names.etcd_peer,
+        "replicas": settings.etcd_replicas,
+        # Members must start together to form the initial quorum.
+        "podManagementPolicy": "Parallel",
+        "selector": {"matchLabels": selector},
+        # Deleting or scaling the StatefulSet keeps the data; see the README on how to remove it.
+        "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+        "template": {
+            "metadata": {"labels": selector},
+            "spec": {
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "securityContext": pod_security_context(),
+                "affinity": spread_over_nodes(selector),
+                "terminationGracePeriodSeconds": 30,
+                "containers": [container],
+                "volumes": [
+                    secret_volume("pki", etcd_secret_name(names)),
+                    empty_dir_volume("tmp", "16Mi"),
+                ],
+            },
+        },
+        "volumeClaimTemplates": [volume_claim],
+    }
+
+
+def etcd_peer_service_spec(names: ObjectNames) -> Manifest:
+    return {
+        "clusterIP": "None",
+        # DNS names must resolve before a member is Ready, or the first quorum never forms.
+        "publishNotReadyAddresses": True,
+        "selector": etcd_labels(names),
+        "ports": [
+            {"name": "client", "port": CLIENT_PORT, "targetPort": CLIENT_PORT},
+            {"name": "peer", "port": PEER_PORT, "targetPort": PEER_PORT},
+        ],
+    }
+
+
+def etcd_client_service_spec(names: ObjectNames) -> Manifest:
+    return {
+        "type": "ClusterIP",
+        "selector": etcd_labels(names),
+        "ports": [{"name": "client", "port": CLIENT_PORT, "targetPort": CLIENT_PORT}],
+    }
+
+
+def etcd_network_policy_spec(names: ObjectNames, api_server_labels: dict[str, str]) -> Manifest:
+    """Only the apiserver reaches the client port; only members reach each other."""
+    members = {"podSelector": {"matchLabels": etcd_labels(names)}}
+    return {
+        "podSelector": {"matchLabels": etcd_labels(names)},
+        "policyTypes": ["Ingress"],
+        "ingress": [
+            {
+                "from": [{"podSelector": {"matchLabels": api_server_labels}}],
+                "ports": [{"protocol": "TCP", "port": CLIENT_PORT}],
+            },
+            {
+                "from": [members],
+                "ports": [
+                    {"protocol": "TCP", "port": CLIENT_PORT},
+                    {"protocol": "TCP", "port": PEER_PORT},
+                ],
+            },
+            # The kubelet's probes; this port serves health and metrics only.
+            {"ports": [{"protocol": "TCP", "port": HEALTH_PORT}]},
+        ],
+    }
+
+
+class Etcd(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        settings: ControlPlaneSettings,
+        names: ObjectNames,
+        pki: Pki,
+        api_server_labels: dict[str, str],
+        provider: pulumi.ProviderResource,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("k8s-on-k8s:index:Etcd", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self, provider=provider)
+        namespace = settings.namespace
+
+        def metadata(object_name: str) -> Manifest:
+            return {"name": object_name, "namespace": namespace, "labels": etcd_labels(names)}
+
+        files: dict[str, pulumi.Input[str]] = {"ca.crt": pki.cas[ETCD_CA].cert_pem}
+        for member in names.etcd_members(settings.etcd_replicas):
+            for cert_name in (etcd_server_cert_name(member), etcd_peer_cert_name(member)):
+                files[f"{cert_name}.crt"] = pki.leaves[cert_name].cert_pem
+                files[f"{cert_name}.key"] = pki.leaves[cert_name].key_pem
+        healthcheck = pki.leaves["etcd-healthcheck-client"]
+        files["healthcheck-client.crt"] = healthcheck.cert_pem
+        files["healthcheck-client.key"] = healthcheck.key_pem
+        secret = k8s.core.v1.Secret(
+            f"{name}-pki",
+            metadata=metadata(etcd_secret_name(names)),
+            type="Opaque",
+            string_data={key: pulumi.Output.secret(value) for key, value in files.items()},
+            opts=child,
+        )
+        peer_service = k8s.core.v1.Service(
+            f"{name}-peer",
+            metadata=metadata(names.etcd_peer),
+            spec=etcd_peer_service_spec(names),
+            opts=child,
+        )
+        self.client_service = k8s.core.v1.Service(
+            f"{name}-client",
+            metadata=metadata(names.etcd),
+            spec=etcd_client_service_spec(names),
+            opts=child,
+        )
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-ingress",
+            metadata=metadata(names.etcd),
+            spec=etcd_network_policy_spec(names, api_server_labels),
+            opts=child,
+        )
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata=metadata(names.etcd),
+            spec=pod_disruption_budget_spec(etcd_labels(names), settings.etcd_replicas),
+            opts=child,
+        )
+        self.statefulset = k8s.apps.v1.StatefulSet(
+            f"{name}-statefulset",
+            metadata=metadata(names.etcd),
+            spec=etcd_statefulset_spec(settings, names),
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(depends_on=[secret, peer_service])
+            ),
+        )
+        self.register_outputs({"clientService": names.etcd})

@@ -1,0 +1,214 @@
+"""Pki: the control plane's certificate authorities, leaf certificates and service-account key.
+
+The set mirrors kubeadm's certs phase (cmd/kubeadm/app/phases/certs): three CAs, the apiserver
+serving and client certificates, one etcd server and peer certificate per member, and the client
+identities of the admin, the controller-manager and the scheduler. `certificate_plan` says what
+each certificate holds and is tested directly; the component only turns the plan into
+pulumi-tls resources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_tls as tls
+
+from components.config import ControlPlaneSettings, is_ip
+from components.names import ObjectNames
+
+CA_VALIDITY_HOURS = 10 * 365 * 24
+LEAF_VALIDITY_HOURS = 365 * 24
+# A `pulumi up` in the last 30 days of a leaf's life issues a new one.
+LEAF_EARLY_RENEWAL_HOURS = 30 * 24
+
+CLUSTER_CA = "ca"
+FRONT_PROXY_CA = "front-proxy-ca"
+ETCD_CA = "etcd-ca"
+
+# kubeadm's CA common names.
+CA_COMMON_NAMES = {CLUSTER_CA: "kubernetes", FRONT_PROXY_CA: "front-proxy-ca", ETCD_CA: "etcd-ca"}
+
+SERVER = ("digital_signature", "server_auth")
+CLIENT = ("digital_signature", "client_auth")
+SERVER_AND_CLIENT = ("digital_signature", "server_auth", "client_auth")
+CA_USES = ("cert_signing", "crl_signing", "digital_signature")
+
+ADMIN_USER = "kubernetes-admin"
+# The admin kubeconfig is the break-glass identity: system:masters needs no RBAC binding, so it
+# works before anything exists in the tenant cluster (kubeadm's super-admin does the same).
+ADMIN_GROUP = "system:masters"
+
+
+@dataclass(frozen=True)
+class CertificateSpec:
+    name: str  # file stem, e.g. "apiserver-etcd-client"
+    ca: str  # CLUSTER_CA, FRONT_PROXY_CA or ETCD_CA
+    common_name: str
+    uses: tuple[str, ...]
+    organization: str | None = None
+    dns_names: tuple[str, ...] = field(default=())
+    ip_addresses: tuple[str, ...] = field(default=())
+
+
+def etcd_server_cert_name(member: str) -> str:
+    return f"{member}-server"
+
+
+def etcd_peer_cert_name(member: str) -> str:
+    return f"{member}-peer"
+
+
+def api_server_sans(
+    settings: ControlPlaneSettings, names: ObjectNames
+) -> tuple[list[str], list[str]]:
+    """DNS names and IPs of the apiserver serving certificate."""
+    host = settings.exposure.host
+    dns = [
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        f"kubernetes.default.svc.{settings.cluster_domain}",
+        *names.service_dns_names(names.api_server),
+        *names.service_dns_names(names.exposure),
+        "localhost",
+    ]
+    ips = [settings.kubernetes_service_ip, "127.0.0.1"]
+    (ips if is_ip(host) else dns).append(host)
+    if settings.exposure.load_balancer_ip:
+        ips.append(settings.exposure.load_balancer_ip)
+    return _unique(dns), _unique(ips)
+
+
+def certificate_plan(settings: ControlPlaneSettings, names: ObjectNames) -> list[CertificateSpec]:
+    api_dns, api_ips = api_server_sans(settings, names)
+    plan = [
+        CertificateSpec(
+            "apiserver", CLUSTER_CA, "kube-apiserver", SERVER, None, tuple(api_dns), tuple(api_ips)
+        ),
+        CertificateSpec(
+            "apiserver-kubelet-client",
+            CLUSTER_CA,
+            "kube-apiserver-kubelet-client",
+            CLIENT,
+            "system:masters",
+        ),
+        CertificateSpec("apiserver-etcd-client", ETCD_CA, "kube-apiserver-etcd-client", CLIENT),
+        CertificateSpec("front-proxy-client", FRONT_PROXY_CA, "front-proxy-client", CLIENT),
+        CertificateSpec("etcd-healthcheck-client", ETCD_CA, "kube-etcd-healthcheck-client", CLIENT),
+        CertificateSpec("admin", CLUSTER_CA, ADMIN_USER, CLIENT, ADMIN_GROUP),
+        CertificateSpec("controller-manager", CLUSTER_CA, "system:kube-controller-manager", CLIENT),
+        CertificateSpec("scheduler", CLUSTER_CA, "system:kube-scheduler", CLIENT),
+    ]
+    local_dns, local_ips = ("localhost",), ("127.0.0.1", "::1")
+    client_service_dns = tuple(names.service_dns_names(names.etcd))
+    for member in names.etcd_members(settings.etcd_replicas):
+        member_dns = tuple(names.etcd_member_dns_names(member))
+        plan.append(
+            CertificateSpec(
+                etcd_server_cert_name(member),
+                ETCD_CA,
+                member,
+                SERVER_AND_CLIENT,
+                None,
+                (*member_dns, *client_service_dns, *local_dns),
+                local_ips,
+            )
+        )
+        plan.append(
+            CertificateSpec(
+                etcd_peer_cert_name(member),
+                ETCD_CA,
+                member,
+                SERVER_AND_CLIENT,
+                None,
+                (*member_dns, *local_dns),
+                local_ips,
+            )
+        )
+    return plan
+
+
+def _unique(values: list[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    cert_pem: pulumi.Output[str]
+    key_pem: pulumi.Output[str]
+
+
+class Pki(pulumi.ComponentResource):
+    """Every certificate and key of one control plane; keys never leave as plain outputs."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: ControlPlaneSettings,
+        names: ObjectNames,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("k8s-on-k8s:index:Pki", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.cas: dict[str, KeyPair] = {}
+        for ca, common_name in CA_COMMON_NAMES.items():
+            key = _private_key(f"{name}-{ca}", child)
+            cert = tls.SelfSignedCert(
+                f"{name}-{ca}",
+                private_key_pem=key.private_key_pem,
+                subject=tls.SelfSignedCertSubjectArgs(common_name=common_name),
+                is_ca_certificate=True,
+                set_subject_key_id=True,
+                validity_period_hours=CA_VALIDITY_HOURS,
+                allowed_uses=list(CA_USES),
+                opts=child,
+            )
+            self.cas[ca] = KeyPair(cert.cert_pem, pulumi.Output.secret(key.private_key_pem))
+
+        self.leaves: dict[str, KeyPair] = {}
+        for spec in certificate_plan(settings, names):
+            self.leaves[spec.name] = self._leaf(name, spec, child)
+
+        # RSA, like kubeadm's sa.key: every token reviewer understands RS256.
+        service_account_key = tls.PrivateKey(
+            f"{name}-service-account", algorithm="RSA", rsa_bits=2048, opts=child
+        )
+        self.service_account_private_key_pem: pulumi.Output[str] = pulumi.Output.secret(
+            service_account_key.private_key_pem
+        )
+        self.service_account_public_key_pem = service_account_key.public_key_pem
+
+        self.ca_cert_pem = self.cas[CLUSTER_CA].cert_pem
+        self.register_outputs({"caCertPem": self.ca_cert_pem})
+
+    def _leaf(self, name: str, spec: CertificateSpec, child: pulumi.ResourceOptions) -> KeyPair:
+        key = _private_key(f"{name}-{spec.name}", child)
+        request = tls.CertRequest(
+            f"{name}-{spec.name}",
+            private_key_pem=key.private_key_pem,
+            subject=tls.CertRequestSubjectArgs(
+                common_name=spec.common_name, organization=spec.organization
+            ),
+            dns_names=list(spec.dns_names),
+            ip_addresses=list(spec.ip_addresses),
+            opts=child,
+        )
+        ca = self.cas[spec.ca]
+        cert = tls.LocallySignedCert(
+            f"{name}-{spec.name}",
+            cert_request_pem=request.cert_request_pem,
+            ca_cert_pem=ca.cert_pem,
+            ca_private_key_pem=ca.key_pem,
+            validity_period_hours=LEAF_VALIDITY_HOURS,
+            early_renewal_hours=LEAF_EARLY_RENEWAL_HOURS,
+            allowed_uses=list(spec.uses),
+            opts=child,
+        )
+        return KeyPair(cert.cert_pem, pulumi.Output.secret(key.private_key_pem))
+
+
+def _private_key(name: str, opts: pulumi.ResourceOptions) -> tls.PrivateKey:
+    # ECDSA P-256 (kubeadm's ECDSA-P256 option): much faster to create than RSA, same security.
+    return tls.PrivateKey(name, algorithm="ECDSA", ecdsa_curve="P256", opts=opts)

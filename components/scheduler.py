@@ -1,0 +1,122 @@
+"""Scheduler: kube-scheduler as a Deployment with leader election."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.config import ControlPlaneSettings
+from components.kubeconfig import client_certificate_kubeconfig
+from components.names import ObjectNames, labels
+from components.pki import Pki
+from components.podspec import (
+    Manifest,
+    container_security_context,
+    deployment_spec,
+    empty_dir_volume,
+    https_probe,
+    mount,
+    pod_disruption_budget_spec,
+    resources,
+    secret_volume,
+)
+
+SECURE_PORT = 10259
+CONFIG_DIR = "/etc/kubernetes/scheduler"
+COMPONENT = "kube-scheduler"
+USER = "system:kube-scheduler"
+
+
+def scheduler_labels(names: ObjectNames) -> dict[str, str]:
+    return labels(names.cluster, COMPONENT)
+
+
+def scheduler_secret_name(names: ObjectNames) -> str:
+    return f"{names.scheduler}-config"
+
+
+def scheduler_command() -> list[str]:
+    kubeconfig = f"{CONFIG_DIR}/kubeconfig"
+    return [
+        "kube-scheduler",
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        # Probed on the pod IP, so not kubeadm's 127.0.0.1.
+        "--bind-address=0.0.0.0",
+        f"--secure-port={SECURE_PORT}",
+        "--cert-dir=/tmp/serving-certs",
+        "--leader-elect=true",
+        "--profiling=false",
+    ]
+
+
+def scheduler_deployment_spec(settings: ControlPlaneSettings, names: ObjectNames) -> Manifest:
+    container = {
+        "name": "kube-scheduler",
+        "image": settings.image("kube-scheduler"),
+        "imagePullPolicy": "IfNotPresent",
+        "command": scheduler_command(),
+        "ports": [{"name": "https", "containerPort": SECURE_PORT}],
+        "resources": resources(
+            settings.scheduler_resources.cpu, settings.scheduler_resources.memory
+        ),
+        "securityContext": container_security_context(),
+        "volumeMounts": [mount("config", CONFIG_DIR), mount("tmp", "/tmp", read_only=False)],
+        "startupProbe": https_probe("/livez", SECURE_PORT, failures=24),
+        "livenessProbe": https_probe("/livez", SECURE_PORT, failures=8),
+        "readinessProbe": https_probe("/readyz", SECURE_PORT, period=5),
+    }
+    volumes = [
+        secret_volume("config", scheduler_secret_name(names)),
+        empty_dir_volume("tmp", "16Mi"),
+    ]
+    return deployment_spec(scheduler_labels(names), settings.scheduler_replicas, container, volumes)
+
+
+class Scheduler(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        settings: ControlPlaneSettings,
+        names: ObjectNames,
+        pki: Pki,
+        provider: pulumi.ProviderResource,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("k8s-on-k8s:index:Scheduler", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self, provider=provider)
+        metadata = {
+            "name": names.scheduler,
+            "namespace": settings.namespace,
+            "labels": scheduler_labels(names),
+        }
+        client = pki.leaves["scheduler"]
+        kubeconfig = client_certificate_kubeconfig(
+            cluster_name=names.cluster,
+            server=names.api_server_internal_url,
+            ca_cert_pem=pki.ca_cert_pem,
+            user=USER,
+            client_cert_pem=client.cert_pem,
+            client_key_pem=client.key_pem,
+        )
+        secret = k8s.core.v1.Secret(
+            f"{name}-config",
+            metadata={**metadata, "name": scheduler_secret_name(names)},
+            type="Opaque",
+            string_data={"kubeconfig": kubeconfig},
+            opts=child,
+        )
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata=metadata,
+            spec=pod_disruption_budget_spec(scheduler_labels(names), settings.scheduler_replicas),
+            opts=child,
+        )
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=metadata,
+            spec=scheduler_deployment_spec(settings, names),
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[secret])),
+        )
+        self.register_outputs({"deployment": names.scheduler})

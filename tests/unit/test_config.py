@@ -1,0 +1,163 @@
+"""Config validation: defaults, Pulumi.yaml in sync, and one test per kind of bad input."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+import yaml
+
+from components.config import DEFAULTS, ConfigError, parse_settings
+from components.versions import supported_versions
+from tests.harness import REPO_ROOT, RealCryptoMocks, run_program
+
+ROOT = pathlib.Path(REPO_ROOT)
+
+
+def test_defaults_give_the_newest_release_and_ingress() -> None:
+    settings = parse_settings({})
+    assert settings.release.version == supported_versions()[-1]
+    assert settings.exposure.mode == "ingress"
+    assert settings.etcd_replicas == 3
+    assert settings.api_server_replicas == 2
+    assert settings.kubernetes_service_ip == "10.96.0.1"
+    assert settings.image("kube-apiserver") == "registry.k8s.io/kube-apiserver:v1.37.2"
+
+
+def test_pulumi_yaml_declares_every_key_with_the_code_default_and_a_description() -> None:
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    declared = project["config"]
+    assert set(declared) == set(DEFAULTS)
+    for key, entry in declared.items():
+        assert str(entry["default"]) == DEFAULTS[key], key
+        assert entry["description"].strip(), key
+        assert entry["type"] in ("string", "integer")
+
+
+def test_the_dev_stack_example_is_valid() -> None:
+    stack = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    raw = {key.split(":", 1)[1]: value for key, value in stack.items()}
+    settings = parse_settings(raw)
+    assert settings.namespace == "team-a"
+    assert settings.exposure.endpoint == "https://api.team-a.example.com"
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [("v1.35.4", "v1.35.4"), ("1.36", "v1.36.3"), ("v1.37.9", "v1.37.9"), ("1.37.2", "v1.37.2")],
+)
+def test_versions_accept_supported_minors(version: str, expected: str) -> None:
+    assert parse_settings({"kubernetesVersion": version}).release.version == expected
+
+
+def test_etcd_version_follows_the_kubernetes_minor() -> None:
+    tags = {
+        v: parse_settings({"kubernetesVersion": v}).release.etcd_image_tag
+        for v in ("1.35", "1.36", "1.37")
+    }
+    assert tags == {"1.35": "3.6.6-0", "1.36": "3.6.8-0", "1.37": "3.7.0-0"}
+
+
+def test_endpoint_per_exposure_mode() -> None:
+    def endpoint(**raw: str) -> str:
+        return parse_settings({"apiHost": "api.example.org", **raw}).exposure.endpoint
+
+    assert endpoint(exposure="ingress") == "https://api.example.org"
+    assert endpoint(exposure="nodePort", nodePort="30443") == "https://api.example.org:30443"
+    assert endpoint(exposure="loadBalancer") == "https://api.example.org:6443"
+    assert (
+        endpoint(exposure="loadBalancer", loadBalancerIP="192.0.2.10") == "https://192.0.2.10:6443"
+    )
+    assert endpoint(exposure="nodePort", apiHost="2001:db8::1") == "https://[2001:db8::1]:31443"
+
+
+# One case per kind of bad input: (config, key that must be named, text of what is allowed).
+BAD_INPUTS = {
+    "host name with scheme": ({"apiHost": "https://api.example.com"}, "apiHost", "DNS name"),
+    "host name uppercase": ({"apiHost": "API.Example.com"}, "apiHost", "DNS name"),
+    "host name wildcard": ({"apiHost": "*.example.com"}, "apiHost", "DNS name"),
+    "unknown exposure mode": (
+        {"exposure": "gateway"},
+        "exposure",
+        "ingress | loadBalancer | nodePort",
+    ),
+    "even etcd members": ({"etcdReplicas": "2"}, "etcdReplicas", "1 or 3"),
+    "zero etcd members": ({"etcdReplicas": "0"}, "etcdReplicas", "1 or 3"),
+    "service CIDR unparsable": ({"serviceCidr": "10.96.0.0/33"}, "serviceCidr", "CIDR"),
+    "pod CIDR with host bits": ({"podCidr": "10.244.0.1/16"}, "podCidr", "CIDR"),
+    "CIDRs overlap": ({"podCidr": "10.96.0.0/16"}, "podCidr", "does not overlap serviceCidr"),
+    "service CIDR too large": ({"serviceCidr": "10.0.0.0/8"}, "serviceCidr", "at most 2^20"),
+    "unsupported version": (
+        {"kubernetesVersion": "v1.30.0"},
+        "kubernetesVersion",
+        "v1.35.4, v1.36.3, v1.37.2",
+    ),
+    "version not a version": ({"kubernetesVersion": "latest"}, "kubernetesVersion", "v1.37.2"),
+    "zero apiserver replicas": ({"apiServerReplicas": "0"}, "apiServerReplicas", "at least 1"),
+    "negative scheduler replicas": ({"schedulerReplicas": "-1"}, "schedulerReplicas", "at least 1"),
+    "non-integer controller-manager replicas": (
+        {"controllerManagerReplicas": "two"},
+        "controllerManagerReplicas",
+        "at least 1",
+    ),
+    "zero storage": ({"etcdStorageSize": "0Gi"}, "etcdStorageSize", "positive"),
+    "negative storage": ({"etcdStorageSize": "-4Gi"}, "etcdStorageSize", "positive"),
+    "zero cpu request": ({"apiServerCpuRequest": "0"}, "apiServerCpuRequest", "positive"),
+    "garbage memory request": ({"etcdMemoryRequest": "lots"}, "etcdMemoryRequest", "positive"),
+    "node port out of range": (
+        {"exposure": "nodePort", "nodePort": "8443"},
+        "nodePort",
+        "30000 to 32767",
+    ),
+    "bad load balancer IP": ({"loadBalancerIP": "300.1.1.1"}, "loadBalancerIP", "IPv4/IPv6"),
+    "bad namespace": ({"namespace": "Team_A"}, "namespace", "DNS label"),
+    "cluster name too long": ({"clusterName": "c" * 31}, "clusterName", "at most 30"),
+    "bad cluster domain": ({"clusterDomain": "cluster..local"}, "clusterDomain", "DNS domain"),
+    "registry with scheme": (
+        {"imageRegistry": "https://mirror.example"},
+        "imageRegistry",
+        "without tag",
+    ),
+    "misspelt key": ({"etcdReplica": "3"}, "etcdReplica", "known keys"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_named_with_key_value_and_what_is_allowed(case: str) -> None:
+    raw, key, allowed = BAD_INPUTS[case]
+    with pytest.raises(ConfigError) as raised:
+        parse_settings(raw)
+    message = str(raised.value)
+    assert f"k8s-on-k8s:{key}" in message
+    assert repr(str(raw[key])) in message or key not in DEFAULTS
+    assert allowed in message
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_registers_no_resource(case: str) -> None:
+    raw, key, _ = BAD_INPUTS[case]
+    mocks = RealCryptoMocks()
+    with pytest.raises(ConfigError, match=key):
+        run_program(raw, mocks=mocks)
+    assert mocks.resources == []
+
+
+def test_good_input_does_register_resources() -> None:
+    """The counterpart of the test above: the same harness does see resources."""
+    mocks = RealCryptoMocks()
+    run_program({"etcdReplicas": "1"}, mocks=mocks)
+    assert len(mocks.resources) > 20
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_settings({"etcdReplicas": "2", "exposure": "ftp", "apiServerReplicas": "0"})
+    message = str(raised.value)
+    for key in ("etcdReplicas", "exposure", "apiServerReplicas"):
+        assert f"k8s-on-k8s:{key}" in message
+
+
+def test_readme_documents_every_key() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [key for key in DEFAULTS if f"`{key}`" not in readme]
+    assert missing == []
