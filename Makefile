@@ -3,10 +3,13 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: test setup lint typecheck unit bench clean
+K8S_VERSION ?= v1.37.2
+CACHE ?= /var/cache/k8s-on-k8s/$(K8S_VERSION)
 
-## test: everything CI checks, on a fresh machine: set-up, lint, type check, unit tests
-test: lint typecheck unit
+.PHONY: test setup lint typecheck unit e2e e2e-deps binaries images bench clean
+
+## test: everything CI checks, on a fresh machine: set-up, lint, type check, unit and e2e tests
+test: lint typecheck unit e2e
 
 ## setup: a virtualenv with the pinned Python dependencies
 setup: $(VENV)/.installed
@@ -25,6 +28,19 @@ typecheck: setup
 
 unit: setup
 	$(PYTHON) -m pytest tests/unit -q
+
+## e2e: a real infrastructure cluster from Kubernetes binaries, the program deployed onto it
+e2e: setup e2e-deps binaries images
+	RIG_PYTHON=$(abspath $(PYTHON)) hack/e2e.sh $(abspath $(PYTHON)) -m pytest tests/e2e -x -v -s -p no:cacheprovider
+
+e2e-deps:
+	hack/install-e2e-deps.sh
+
+binaries:
+	hack/build-binaries.sh $(K8S_VERSION)
+
+images: setup
+	$(PYTHON) -m tests.e2e.images.build --bin-dir $(CACHE)/bin --out-dir $(CACHE)/images
 
 ## bench: program evaluation for 1, 10 and 50 control planes under the mock runtime
 bench: setup

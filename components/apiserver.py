@@ -130,6 +130,10 @@ def api_server_command(settings: ControlPlaneSettings, names: ObjectNames) -> li
         "--audit-log-maxbackup=2",
         "--audit-log-maxsize=20",
         "--profiling=false",
+        *(
+            # kubernetes.default leads to the address nodes reach; see components/in_cluster_api.
+            ["--endpoint-reconciler-type=none"] if settings.node_api_address else []
+        ),
     ]
 
 

@@ -7,6 +7,7 @@ every rule is tested without the Pulumi runtime. `load_settings` is the only pla
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
@@ -53,6 +54,10 @@ DEFAULTS: dict[str, str] = {
     "controllerManagerMemoryRequest": "128Mi",
     "schedulerCpuRequest": "50m",
     "schedulerMemoryRequest": "64Mi",
+    "apiAdvertiseAddress": "",
+    "bootstrapTokenExpiration": "",
+    "coreDns": "true",
+    "kubeProxy": "true",
 }
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -120,6 +125,18 @@ class ControlPlaneSettings:
     api_server_resources: ResourceRequests
     controller_manager_resources: ResourceRequests
     scheduler_resources: ResourceRequests
+    # The IP and port that nodes reach the API at, which `kubernetes.default` points to; None
+    # where the exposure gives no such address (ingress: SNI routing needs a host name).
+    node_api_address: str | None
+    node_api_port: int
+    bootstrap_token_expiration: str | None  # RFC 3339; None: the token never expires
+    core_dns: bool
+    kube_proxy: bool
+
+    @property
+    def cluster_dns_ip(self) -> str:
+        """The tenth address of the service range, where kubeadm puts the DNS Service."""
+        return str(ipaddress.ip_network(self.service_cidr)[10])
 
     @property
     def kubernetes_service_ip(self) -> str:
@@ -183,6 +200,17 @@ class _Collector:
             self.fail(key, allowed)
             return fallback
         return parsed
+
+
+def _rfc3339(value: str) -> bool:
+    """A full date-time with an explicit offset, as the bootstrap token Secret needs it."""
+    if not re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$", value):
+        return False
+    try:
+        datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
 
 
 def _positive_int(value: str) -> int | None:
@@ -313,6 +341,44 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
         )
         return ResourceRequests(cpu=cpu, memory=memory)
 
+    def boolean(key: str) -> bool:
+        return c.check(
+            key,
+            lambda value: {"true": True, "false": False}.get(value.lower()),
+            "true or false",
+            False,
+        )
+
+    core_dns = boolean("coreDns")
+    kube_proxy = boolean("kubeProxy")
+    token_expiration = c.check(
+        "bootstrapTokenExpiration",
+        lambda value: value if value == "" or _rfc3339(value) else None,
+        "empty (the token never expires) or an RFC 3339 time such as 2030-01-31T00:00:00Z",
+        "",
+    )
+
+    advertise = c.check(
+        "apiAdvertiseAddress",
+        lambda value: value if value == "" or is_ip(value) else None,
+        "empty (derived from apiHost or loadBalancerIP) or the IP nodes reach the API at",
+        "",
+    )
+    node_api_address = None
+    if mode in ("nodePort", "loadBalancer"):
+        node_api_address = (
+            advertise
+            or (load_balancer_ip if mode == "loadBalancer" else "")
+            or (api_host if is_ip(api_host) else "")
+            or None
+        )
+        if node_api_address is None:
+            c.fail(
+                "apiAdvertiseAddress",
+                f"an IP when exposure is {mode} and apiHost is a DNS name: in-cluster clients "
+                "reach kubernetes.default through it",
+            )
+
     etcd_resources = requests("etcd")
     api_server_resources = requests("apiServer")
     controller_manager_resources = requests("controllerManager")
@@ -348,6 +414,13 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
         api_server_resources=api_server_resources,
         controller_manager_resources=controller_manager_resources,
         scheduler_resources=scheduler_resources,
+        node_api_address=node_api_address,
+        node_api_port=(
+            node_port if mode == "nodePort" else 6443 if mode == "loadBalancer" else 443
+        ),
+        bootstrap_token_expiration=token_expiration or None,
+        core_dns=core_dns,
+        kube_proxy=kube_proxy,
     )
 
 

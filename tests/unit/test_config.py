@@ -29,9 +29,11 @@ def test_pulumi_yaml_declares_every_key_with_the_code_default_and_a_description(
     declared = project["config"]
     assert set(declared) == set(DEFAULTS)
     for key, entry in declared.items():
-        assert str(entry["default"]) == DEFAULTS[key], key
+        default = entry["default"]
+        text = str(default).lower() if isinstance(default, bool) else str(default)
+        assert text == DEFAULTS[key], key
         assert entry["description"].strip(), key
-        assert entry["type"] in ("string", "integer")
+        assert entry["type"] in ("string", "integer", "boolean")
 
 
 def test_the_dev_stack_example_is_valid() -> None:
@@ -60,7 +62,8 @@ def test_etcd_version_follows_the_kubernetes_minor() -> None:
 
 def test_endpoint_per_exposure_mode() -> None:
     def endpoint(**raw: str) -> str:
-        return parse_settings({"apiHost": "api.example.org", **raw}).exposure.endpoint
+        config = {"apiHost": "api.example.org", "apiAdvertiseAddress": "198.51.100.1", **raw}
+        return parse_settings(config).exposure.endpoint
 
     assert endpoint(exposure="ingress") == "https://api.example.org"
     assert endpoint(exposure="nodePort", nodePort="30443") == "https://api.example.org:30443"
@@ -119,6 +122,27 @@ BAD_INPUTS = {
         "without tag",
     ),
     "misspelt key": ({"etcdReplica": "3"}, "etcdReplica", "known keys"),
+    "bad token expiry": (
+        {"bootstrapTokenExpiration": "tomorrow"},
+        "bootstrapTokenExpiration",
+        "RFC 3339",
+    ),
+    "token expiry without offset": (
+        {"bootstrapTokenExpiration": "2030-01-01T00:00:00"},
+        "bootstrapTokenExpiration",
+        "RFC 3339",
+    ),
+    "add-on switch not boolean": ({"coreDns": "maybe"}, "coreDns", "true or false"),
+    "node port with no address nodes can reach": (
+        {"exposure": "nodePort", "apiHost": "api.example.com"},
+        "apiAdvertiseAddress",
+        "an IP when exposure is nodePort",
+    ),
+    "advertise address not an IP": (
+        {"apiAdvertiseAddress": "api.example.com"},
+        "apiAdvertiseAddress",
+        "the IP nodes reach",
+    ),
 }
 
 
@@ -129,7 +153,7 @@ def test_bad_input_is_named_with_key_value_and_what_is_allowed(case: str) -> Non
         parse_settings(raw)
     message = str(raised.value)
     assert f"k8s-on-k8s:{key}" in message
-    assert repr(str(raw[key])) in message or key not in DEFAULTS
+    assert repr(str(raw.get(key, DEFAULTS.get(key, "")))) in message or key not in DEFAULTS
     assert allowed in message
 
 
@@ -161,3 +185,19 @@ def test_readme_documents_every_key() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [key for key in DEFAULTS if f"`{key}`" not in readme]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "address", "port"),
+    [
+        ({"exposure": "nodePort", "apiHost": "192.0.2.1", "nodePort": "30001"}, "192.0.2.1", 30001),
+        ({"exposure": "loadBalancer", "loadBalancerIP": "192.0.2.2"}, "192.0.2.2", 6443),
+        ({"exposure": "nodePort", "apiAdvertiseAddress": "192.0.2.3"}, "192.0.2.3", 31443),
+        ({"exposure": "ingress"}, None, 443),
+    ],
+)
+def test_address_nodes_use_for_kubernetes_default(
+    raw: dict[str, str], address: str | None, port: int
+) -> None:
+    settings = parse_settings(raw)
+    assert (settings.node_api_address, settings.node_api_port) == (address, port)

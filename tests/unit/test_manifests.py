@@ -24,7 +24,8 @@ from components.scheduler import scheduler_command
 
 
 def setup(**raw: str) -> tuple[ControlPlaneSettings, ObjectNames]:
-    settings = parse_settings({"clusterName": "red", "namespace": "ns1", **raw})
+    config = {"clusterName": "red", "namespace": "ns1", "apiAdvertiseAddress": "192.0.2.1", **raw}
+    settings = parse_settings(config)
     return settings, ObjectNames("red", "ns1", settings.infra_cluster_domain)
 
 

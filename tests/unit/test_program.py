@@ -55,7 +55,7 @@ def pod_specs(run: ProgramRun) -> list[tuple[str, dict[str, Any]]]:
 
 @pytest.mark.parametrize("exposure", ["ingress", "loadBalancer", "nodePort"])
 def test_every_object_is_namespaced_in_the_configured_namespace(exposure: str) -> None:
-    run = run_program({**CONFIG, "exposure": exposure})
+    run = run_program({**CONFIG, "exposure": exposure, "apiAdvertiseAddress": "192.0.2.9"})
     objects = run.kubernetes_objects()
     assert len(objects) >= 15
     for obj in objects:
@@ -163,7 +163,7 @@ def durable(run: ProgramRun) -> dict[str, Any]:
         {"apiServerReplicas": "5", "schedulerReplicas": "1", "controllerManagerReplicas": "3"},
         {"apiServerCpuRequest": "2", "etcdMemoryRequest": "2Gi"},
         {"kubernetesVersion": "v1.36.3"},
-        {"exposure": "nodePort"},
+        {"exposure": "nodePort", "apiAdvertiseAddress": "192.0.2.9"},
     ],
 )
 def test_ordinary_changes_never_replace_cas_keys_or_etcd_volumes(change: dict[str, str]) -> None:

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Builds the binaries the e2e rig and the tenant images need, from the Go module proxy only:
+#   kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl kubeadm
+#   etcd etcdctl pause coredns
+# into ${K8S_ON_K8S_CACHE:-/var/cache/k8s-on-k8s}/<version>/bin (outside the work tree).
+#
+# Usage: hack/build-binaries.sh [K8S_VERSION]   (only v1.37.2: the wrapper go.mod pins it)
+#
+# A binary that is already present and answers --version is reused, so a warm run takes seconds.
+# Set FORCE=1 to rebuild everything.
+set -euo pipefail
+
+readonly SUPPORTED_K8S_VERSION="v1.37.2"
+readonly ETCD_VERSION="v3.7.0"
+readonly PAUSE_VERSION="3.10.2"
+readonly COREDNS_VERSION="v1.14.6"
+
+k8s_version="${1:-${SUPPORTED_K8S_VERSION}}"
+if [[ "${k8s_version}" != "${SUPPORTED_K8S_VERSION}" ]]; then
+  echo "error: only Kubernetes ${SUPPORTED_K8S_VERSION} can be built:" \
+    "hack/build/kubernetes/go.mod pins k8s.io/kubernetes ${SUPPORTED_K8S_VERSION} and its" \
+    "staging modules. Update that go.mod (and this script) to build ${k8s_version}." >&2
+  exit 2
+fi
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build_dir="${repo_root}/hack/build"
+cache_dir="${K8S_ON_K8S_CACHE:-/var/cache/k8s-on-k8s}"
+bin_dir="${cache_dir}/${k8s_version}/bin"
+mkdir -p "${bin_dir}"
+
+# Static binaries, no local paths embedded, symbols stripped to keep them small; -p 2 matches CI's
+# 2 cores. -buildvcs=false because the wrapper modules sit inside this repository's git tree.
+export CGO_ENABLED=0
+go_build_flags=(-p 2 -trimpath -buildvcs=false)
+
+log() { echo "[$(date -u +%H:%M:%S)] $*"; }
+
+# Release time of a module version, from the module proxy's .info file (deterministic buildDate).
+module_time() { # module_dir module@version
+  local info_file
+  info_file="$(cd "$1" && go mod download -json "$2" | sed -n 's/.*"Info": "\(.*\)".*/\1/p')"
+  sed -n 's/.*"Time": *"\([^"]*\)".*/\1/p' "${info_file}"
+}
+
+# Prints the command that shows a binary's version (each tool spells it differently).
+version_command() { # name
+  case "$1" in
+    kubectl) echo "version --client" ;;
+    kubeadm) echo "version -o short" ;;
+    etcdctl) echo "version" ;;
+    coredns) echo "-version" ;;
+    *) echo "--version" ;;
+  esac
+}
+
+# True when the binary exists and its version output mentions the expected version.
+is_usable() { # name expected_version
+  local binary="${bin_dir}/$1" output
+  [[ -x "${binary}" ]] || return 1
+  # shellcheck disable=SC2046 # the version command is meant to split into words
+  output="$("${binary}" $(version_command "$1") 2>&1)" || return 1
+  [[ "${output}" == *"$2"* ]]
+}
+
+# build NAME EXPECTED_VERSION MODULE_DIR PACKAGE LDFLAGS: builds one binary unless it is usable.
+build() {
+  local name="$1" expected_version="$2" module_dir="$3" package="$4" ldflags="$5"
+  if [[ "${FORCE:-0}" != 1 ]] && is_usable "${name}" "${expected_version}"; then
+    log "reusing ${name} (${expected_version})"
+    return
+  fi
+  log "building ${name} ..."
+  local started=${SECONDS}
+  # Build next to the target and rename, so an interrupted build never leaves a broken binary.
+  (cd "${module_dir}" &&
+    go build "${go_build_flags[@]}" -ldflags "-s -w ${ldflags}" \
+      -o "${bin_dir}/.${name}.tmp" "${package}")
+  mv -f "${bin_dir}/.${name}.tmp" "${bin_dir}/${name}"
+  if ! is_usable "${name}" "${expected_version}"; then
+    echo "error: ${bin_dir}/${name} does not report version ${expected_version}" >&2
+    exit 1
+  fi
+  log "building ${name} ... done in $((SECONDS - started))s ($(du -h "${bin_dir}/${name}" | cut -f1))"
+}
+
+total_started=${SECONDS}
+log "Go: $(go version); output: ${bin_dir}"
+
+# --- Kubernetes ---------------------------------------------------------------------------------
+k8s_minor="${k8s_version#v1.}"
+k8s_minor="${k8s_minor%%.*}"
+k8s_build_date="$(module_time "${build_dir}/kubernetes" "k8s.io/kubernetes@${k8s_version}")"
+if [[ -z "${k8s_build_date}" ]]; then
+  echo "error: could not read the release time of k8s.io/kubernetes@${k8s_version}" >&2
+  exit 1
+fi
+k8s_ldflags=""
+for version_package in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  # The module proxy does not carry the git commit; say so instead of inventing one.
+  k8s_ldflags+=" -X ${version_package}.gitVersion=${k8s_version}"
+  k8s_ldflags+=" -X ${version_package}.gitMajor=1"
+  k8s_ldflags+=" -X ${version_package}.gitMinor=${k8s_minor}"
+  k8s_ldflags+=" -X ${version_package}.gitCommit=unknown-built-from-go-module"
+  k8s_ldflags+=" -X ${version_package}.gitTreeState=clean"
+  k8s_ldflags+=" -X ${version_package}.buildDate=${k8s_build_date}"
+done
+for name in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl \
+  kubeadm; do
+  build "${name}" "${k8s_version}" "${build_dir}/kubernetes" "k8s.io/kubernetes/cmd/${name}" \
+    "${k8s_ldflags}"
+done
+
+# --- etcd ---------------------------------------------------------------------------------------
+etcd_ldflags="-X go.etcd.io/etcd/api/v3/version.GitSHA=${ETCD_VERSION}"
+build etcd "${ETCD_VERSION#v}" "${build_dir}/etcd" go.etcd.io/etcd/server/v3 "${etcd_ldflags}"
+build etcdctl "${ETCD_VERSION#v}" "${build_dir}/etcd" go.etcd.io/etcd/etcdctl/v3 "${etcd_ldflags}"
+
+# --- pause and CoreDNS --------------------------------------------------------------------------
+build pause "${PAUSE_VERSION}" "${build_dir}/pause" . "-X main.version=${PAUSE_VERSION}"
+build coredns "${COREDNS_VERSION#v}" "${build_dir}/coredns" github.com/coredns/coredns \
+  "-X github.com/coredns/coredns/coremain.GitCommit=${COREDNS_VERSION}"
+
+log "all binaries ready in ${bin_dir} (total $((SECONDS - total_started))s)"
+ls -l "${bin_dir}"

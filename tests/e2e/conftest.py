@@ -1,0 +1,57 @@
+"""Session fixture `infra_cluster`: the offline one-node infrastructure cluster (tests/e2e/infra).
+
+Run the e2e tests through hack/e2e.sh, which puts them in the rig's network namespace:
+
+    hack/e2e.sh .venv/bin/pytest tests/e2e -x -s
+
+Outside CI a missing prerequisite skips the e2e tests; with CI=true it fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# tests/e2e has no __init__.py, so pytest puts only this directory on sys.path; the rig is
+# imported as tests.e2e.infra from the repository root.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tests.e2e.infra import InfraCluster, RigSettings, missing_prerequisites  # noqa: E402
+from tests.e2e.infra.processes import log  # noqa: E402
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(scope="session")
+def infra_cluster() -> Iterator[InfraCluster]:
+    """The running infra cluster: node Ready, tenant namespace, storage and tenant user made.
+
+    Reuses a rig started by `hack/infra.sh up` (and leaves it running); otherwise starts one and,
+    at the end of the session, stops it and fails if any process, mount or interface is left.
+    """
+    settings = RigSettings.from_env()
+    problems = missing_prerequisites(settings)
+    if problems:
+        message = "the e2e infra rig cannot run here:\n  - " + "\n  - ".join(problems)
+        if _in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+    cluster = InfraCluster(settings)
+    if cluster.attach():
+        log("reusing the rig started by `hack/infra.sh up`; it stays up after the tests")
+        yield cluster
+        return
+    cluster.start(owner="fixture")
+    try:
+        yield cluster
+    finally:
+        cluster.stop(verify=True)

@@ -1,0 +1,102 @@
+"""Deploy the real program to a real cluster without the Pulumi engine.
+
+The program runs under Pulumi's mock runtime (tests/harness.py, real keys and certificates);
+every Kubernetes object it declares is collected with its resolved inputs and applied with
+server-side apply, in dependency order, as the tenant user. That is what pulumi-kubernetes
+would send; only the engine's bookkeeping is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.harness import MockState, ProgramRun, run_program
+
+FIELD_MANAGER = "pulumi-kubernetes"
+
+# Helm's install order, trimmed to what the program declares: what others mount or select
+# comes first, so a pod never starts without its Secret.
+KIND_ORDER = [
+    "NetworkPolicy",
+    "Secret",
+    "ConfigMap",
+    "Service",
+    "PodDisruptionBudget",
+    "StatefulSet",
+    "Deployment",
+    "Ingress",
+]
+
+
+def as_manifest(value: Any) -> Any:
+    """Inputs as the API expects them: the mock runtime hands numbers over as floats."""
+    if isinstance(value, dict):
+        return {key: as_manifest(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [as_manifest(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def secret_with_data(manifest: dict[str, Any]) -> dict[str, Any]:
+    """stringData as data, as pulumi-kubernetes sends it: the API never stores stringData, so
+    applying it again would always look like a change."""
+    if manifest["kind"] != "Secret" or "stringData" not in manifest:
+        return manifest
+    converted = {key: value for key, value in manifest.items() if key != "stringData"}
+    converted["data"] = {
+        key: base64.b64encode(value.encode()).decode()
+        for key, value in manifest["stringData"].items()
+    }
+    return converted
+
+
+def manifests_of(run: ProgramRun) -> list[dict[str, Any]]:
+    manifests = [
+        secret_with_data(as_manifest(resource.inputs)) for resource in run.kubernetes_objects()
+    ]
+    unknown = {m["kind"] for m in manifests} - set(KIND_ORDER)
+    if unknown:
+        raise ValueError(f"no apply order known for kinds {sorted(unknown)}")
+    return sorted(manifests, key=lambda m: (KIND_ORDER.index(m["kind"]), m["metadata"]["name"]))
+
+
+@dataclass
+class Deployment:
+    run: ProgramRun
+    manifests: list[dict[str, Any]]
+
+
+def render(config: Mapping[str, Any], state: MockState) -> Deployment:
+    run = run_program(config, state=state, stack="e2e")
+    return Deployment(run, manifests_of(run))
+
+
+def server_side_apply(
+    kubectl: Path, kubeconfig: Path, manifests: list[dict[str, Any]]
+) -> subprocess.CompletedProcess[str]:
+    """One `kubectl apply --server-side` of every manifest, in the given order."""
+    document = {"apiVersion": "v1", "kind": "List", "items": manifests}
+    return subprocess.run(
+        [
+            str(kubectl),
+            f"--kubeconfig={kubeconfig}",
+            "apply",
+            "--server-side",
+            f"--field-manager={FIELD_MANAGER}",
+            "-f",
+            "-",
+        ],
+        input=json.dumps(document),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )

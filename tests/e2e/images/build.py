@@ -1,0 +1,154 @@
+"""Builds the control-plane and add-on images from locally built binaries.
+
+    python -m tests.e2e.images.build --bin-dir /var/cache/k8s-on-k8s/v1.37.2/bin --out-dir DIR
+
+writes one OCI image-layout tar per image into DIR (skipping those already up to date) and prints
+`reference<TAB>tar path` per image. Import them with `ctr -n k8s.io images import TAR`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import oci
+
+REGISTRY = "registry.k8s.io"
+KUBERNETES_VERSION = "v1.37.2"
+ETCD_IMAGE_TAG = "3.7.0-0"
+PAUSE_VERSION = "3.10.2"
+COREDNS_VERSION = "v1.14.6"
+CAP_NET_BIND_SERVICE = 10
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """An image: its reference and which binaries from the bin dir go where."""
+
+    reference: str
+    binaries: Mapping[str, str]  # path in image -> binary name in the bin dir
+    entrypoint: Sequence[str] = ()
+    user: str = ""
+    # Extended attributes per path in image, e.g. file capabilities.
+    xattrs: Mapping[str, tuple[tuple[str, bytes], ...]] = field(default_factory=dict)
+
+    @property
+    def tar_name(self) -> str:
+        """'registry.k8s.io/coredns/coredns:v1.14.6' -> 'coredns_coredns_v1.14.6.tar'."""
+        repository, tag = oci.split_reference(self.reference)
+        return f"{repository.removeprefix(REGISTRY + '/').replace('/', '_')}_{tag}.tar"
+
+
+def _kubernetes_image(name: str) -> ImageSpec:
+    # Upstream runs these as root with the binary on PATH (kubeadm's manifests call it by name).
+    return ImageSpec(
+        reference=f"{REGISTRY}/{name}:{KUBERNETES_VERSION}",
+        binaries={f"/usr/local/bin/{name}": name},
+    )
+
+
+IMAGES: tuple[ImageSpec, ...] = (
+    _kubernetes_image("kube-apiserver"),
+    _kubernetes_image("kube-controller-manager"),
+    _kubernetes_image("kube-scheduler"),
+    # kube-proxy also needs iptables/nft at runtime: pass them via build_all(extra_files=...).
+    _kubernetes_image("kube-proxy"),
+    ImageSpec(
+        reference=f"{REGISTRY}/etcd:{ETCD_IMAGE_TAG}",
+        binaries={"/usr/local/bin/etcd": "etcd", "/usr/local/bin/etcdctl": "etcdctl"},
+    ),
+    ImageSpec(
+        reference=f"{REGISTRY}/pause:{PAUSE_VERSION}",
+        binaries={"/pause": "pause"},
+        entrypoint=["/pause"],
+        user="65535:65535",  # as upstream's pause image
+    ),
+    ImageSpec(
+        reference=f"{REGISTRY}/coredns/coredns:{COREDNS_VERSION}",
+        binaries={"/coredns": "coredns"},
+        entrypoint=["/coredns"],
+        # As upstream: non-root, with `setcap cap_net_bind_service=+ep /coredns` so it can
+        # listen on port 53.
+        user=f"{oci.NONROOT_UID}:{oci.NONROOT_UID}",
+        xattrs={"/coredns": (oci.file_capability(CAP_NET_BIND_SERVICE),)},
+    ),
+)
+
+
+def _is_up_to_date(tar_path: Path, inputs: Sequence[Path]) -> bool:
+    """True when the tar is newer than every input (binaries, extra files and this code)."""
+    if not tar_path.exists():
+        return False
+    built_at = tar_path.stat().st_mtime_ns
+    return all(path.stat().st_mtime_ns <= built_at for path in inputs)
+
+
+def build_image(
+    spec: ImageSpec,
+    bin_dir: Path,
+    out_dir: Path,
+    extra_files: Sequence[oci.ImageFile] = (),
+) -> Path:
+    """Builds one image tar unless it is up to date; returns its path."""
+    files = oci.base_files()
+    inputs = [Path(oci.__file__), Path(__file__)]
+    for image_path, binary_name in sorted(spec.binaries.items()):
+        source = bin_dir / binary_name
+        if not source.is_file():
+            raise FileNotFoundError(f"{source} is missing: run hack/build-binaries.sh first")
+        files.append(
+            oci.ImageFile.from_host(image_path, source, xattrs=spec.xattrs.get(image_path, ()))
+        )
+        inputs.append(source)
+    files.extend(extra_files)
+    inputs.extend(extra.source for extra in extra_files if extra.source is not None)
+
+    tar_path = out_dir / spec.tar_name
+    if not _is_up_to_date(tar_path, inputs):
+        oci.write_image(tar_path, spec.reference, files, entrypoint=spec.entrypoint, user=spec.user)
+    return tar_path
+
+
+def build_all(
+    bin_dir: str | Path,
+    out_dir: str | Path,
+    extra_files: Mapping[str, Sequence[oci.ImageFile]] | None = None,
+) -> list[tuple[str, Path]]:
+    """Builds every image; returns [(reference, tar path)].
+
+    `extra_files` adds files to images by reference, e.g. iptables for kube-proxy:
+    {"registry.k8s.io/kube-proxy:v1.37.2": [oci.ImageFile.from_host("/usr/sbin/iptables", ...)]}.
+    Changing only extra files that have no host source (literal content) needs a rebuild by
+    deleting the tar.
+    """
+    bin_dir, out_dir = Path(bin_dir), Path(out_dir)
+    extra_files = extra_files or {}
+    unknown = set(extra_files) - {spec.reference for spec in IMAGES}
+    if unknown:
+        raise ValueError(f"extra_files for unknown images: {sorted(unknown)}")
+    return [
+        (spec.reference, build_image(spec, bin_dir, out_dir, extra_files.get(spec.reference, ())))
+        for spec in IMAGES
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bin-dir", required=True, type=Path, help="hack/build-binaries.sh output")
+    parser.add_argument("--out-dir", required=True, type=Path, help="where to write image tars")
+    args = parser.parse_args(argv)
+    try:
+        images = build_all(args.bin_dir, args.out_dir)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for reference, tar_path in images:
+        print(f"{reference}\t{tar_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,860 @@
+"""A one-node infrastructure cluster made of host processes inside the rig network namespace.
+
+InfraCluster(settings).start() runs etcd .. CoreDNS until the node is Ready, then creates the
+tenant namespace, storage and user; .kubectl() runs kubectl; .stop() stops, unmounts and removes
+everything and raises if anything is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from . import configs, host, objects
+from .pki import Pki, create_pki
+from .processes import ManagedProcess, RigState, log, stop_pid
+from .settings import RIG_BINARIES, RigSettings
+
+T = TypeVar("T")
+
+# Global (not per-namespace) sysctls the kubelet sets at start; restored at teardown.
+KUBELET_KERNEL_SYSCTLS = (
+    "vm.overcommit_memory",
+    "vm.panic_on_oom",
+    "kernel.panic",
+    "kernel.panic_on_oops",
+    "kernel.keys.root_maxkeys",
+    "kernel.keys.root_maxbytes",
+)
+CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
+HOST_TOOLS = ("containerd", "ctr", "runc", "ip", "iptables", "mount", "umount", "pgrep")
+
+
+class RigStartError(RuntimeError):
+    pass
+
+
+class RigTeardownError(RuntimeError):
+    pass
+
+
+def missing_prerequisites(settings: RigSettings) -> list[str]:
+    """Everything that stops the rig from starting here, as readable sentences."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("not running as root")
+    try:
+        host.check_isolated(settings)
+    except host.RigEnvironmentError as error:
+        problems.append(str(error))
+    except FileNotFoundError as error:
+        problems.append(f"cannot inspect the network namespace: {error}")
+    missing = [name for name in RIG_BINARIES if not settings.binary(name).is_file()]
+    if missing:
+        problems.append(
+            f"binaries missing from {settings.bin_dir}: {', '.join(missing)} "
+            "(build them with hack/build-binaries.sh)"
+        )
+    tools = [tool for tool in HOST_TOOLS if shutil.which(tool) is None]
+    if tools:
+        problems.append(
+            f"host tools missing: {', '.join(tools)} (apt-get install containerd runc iptables "
+            "iproute2 procps)"
+        )
+    nameservers = _nameservers(Path("/etc/resolv.conf"))
+    if nameservers != [settings.dns_ip]:
+        problems.append(
+            f"/etc/resolv.conf names {nameservers}, not only the rig DNS {settings.dns_ip}: "
+            f"run through hack/e2e.sh (it provides {settings.netns_resolv_conf})"
+        )
+    plugins = [name for name in CNI_PLUGINS if not (settings.cni_bin_dir / name).is_file()]
+    if plugins:
+        problems.append(
+            f"CNI plugins missing from {settings.cni_bin_dir}: {', '.join(plugins)} "
+            "(apt-get install containernetworking-plugins)"
+        )
+    return problems
+
+
+def _nameservers(resolv_conf: Path) -> list[str]:
+    try:
+        lines = resolv_conf.read_text().splitlines()
+    except OSError:
+        return []
+    return [line.split()[1] for line in lines if line.startswith("nameserver ")]
+
+
+def component_commands(settings: RigSettings, pki: Pki) -> dict[str, list[str]]:
+    """The command line of every rig process, in start order."""
+    s = settings
+    config = s.config_dir
+    kubeconfigs = s.config_dir
+    etcd = "http://127.0.0.1:2379"
+    return {
+        "etcd": [
+            str(s.binary("etcd")),
+            "--name=rig",
+            f"--data-dir={s.etcd_data_dir}",
+            f"--listen-client-urls={etcd}",
+            f"--advertise-client-urls={etcd}",
+            "--listen-peer-urls=http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls=http://127.0.0.1:2380",
+            "--initial-cluster=rig=http://127.0.0.1:2380",
+            "--listen-metrics-urls=http://127.0.0.1:2381",
+            "--snapshot-count=10000",
+            # Throwaway data on a shared test VM: do not let fsync latency slow the apiserver.
+            "--unsafe-no-fsync",
+        ],
+        "kube-apiserver": [
+            str(s.binary("kube-apiserver")),
+            f"--advertise-address={s.node_ip}",
+            "--bind-address=0.0.0.0",
+            "--secure-port=6443",
+            f"--etcd-servers={etcd}",
+            f"--service-cluster-ip-range={s.service_cidr}",
+            f"--client-ca-file={pki.ca_cert}",
+            f"--tls-cert-file={pki.cert('apiserver')}",
+            f"--tls-private-key-file={pki.key('apiserver')}",
+            f"--kubelet-client-certificate={pki.cert('apiserver-kubelet-client')}",
+            f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
+            f"--kubelet-certificate-authority={pki.ca_cert}",
+            "--kubelet-preferred-address-types=InternalIP",
+            "--authorization-mode=Node,RBAC",
+            # PodSecurity is on by default; NodeRestriction as kubeadm enables it.
+            "--enable-admission-plugins=NodeRestriction",
+            f"--service-account-issuer=https://kubernetes.default.svc.{s.cluster_domain}",
+            f"--service-account-key-file={pki.service_account_public_key}",
+            f"--service-account-signing-key-file={pki.service_account_private_key}",
+            f"--requestheader-client-ca-file={pki.cert('front-proxy-ca')}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki.cert('front-proxy-client')}",
+            f"--proxy-client-key-file={pki.key('front-proxy-client')}",
+            "--profiling=false",
+        ],
+        "kube-controller-manager": [
+            str(s.binary("kube-controller-manager")),
+            f"--kubeconfig={kubeconfigs / 'controller-manager.kubeconfig'}",
+            f"--authentication-kubeconfig={kubeconfigs / 'controller-manager.kubeconfig'}",
+            f"--authorization-kubeconfig={kubeconfigs / 'controller-manager.kubeconfig'}",
+            "--bind-address=127.0.0.1",
+            f"--client-ca-file={pki.ca_cert}",
+            f"--root-ca-file={pki.ca_cert}",
+            f"--service-account-private-key-file={pki.service_account_private_key}",
+            f"--cluster-signing-cert-file={pki.ca_cert}",
+            f"--cluster-signing-key-file={pki.ca_key}",
+            "--use-service-account-credentials=true",
+            "--allocate-node-cidrs=true",
+            f"--cluster-cidr={s.cluster_cidr}",
+            "--node-cidr-mask-size=24",
+            f"--service-cluster-ip-range={s.service_cidr}",
+            "--cluster-name=k8s-on-k8s-rig",
+            # One instance: skip the leader election wait.
+            "--leader-elect=false",
+            "--profiling=false",
+        ],
+        "kube-scheduler": [
+            str(s.binary("kube-scheduler")),
+            f"--kubeconfig={kubeconfigs / 'scheduler.kubeconfig'}",
+            f"--authentication-kubeconfig={kubeconfigs / 'scheduler.kubeconfig'}",
+            f"--authorization-kubeconfig={kubeconfigs / 'scheduler.kubeconfig'}",
+            "--bind-address=127.0.0.1",
+            "--leader-elect=false",
+            "--profiling=false",
+        ],
+        "containerd": [
+            shutil.which("containerd") or "containerd",
+            "--config",
+            str(config / "containerd.toml"),
+        ],
+        "kubelet": [
+            str(s.binary("kubelet")),
+            f"--config={config / 'kubelet.json'}",
+            f"--kubeconfig={kubeconfigs / 'kubelet.kubeconfig'}",
+            f"--root-dir={s.kubelet_root_dir}",
+            f"--hostname-override={s.node_name}",
+            f"--node-ip={s.node_ip}",
+            "--v=1",
+        ],
+        "kube-proxy": [
+            str(s.binary("kube-proxy")),
+            f"--config={config / 'kube-proxy.json'}",
+        ],
+        "coredns": [
+            str(s.binary("coredns")),
+            "-conf",
+            str(config / "Corefile"),
+        ],
+    }
+
+
+def write_json(path: Path, data: dict, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as file:
+        json.dump(data, file, indent=2)
+        file.write("\n")
+
+
+def write_text(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    os.chmod(path, mode)
+
+
+def write_config_files(settings: RigSettings, pki: Pki) -> None:
+    """Kubeconfigs, component configs, resolv.conf files; all derived from settings + PKI."""
+    s = settings
+    ca_pem = pki.ca_cert.read_bytes()
+
+    def client_kubeconfig(stem: str, user: str, server: str, namespace: str | None = None):
+        return configs.kubeconfig(
+            cluster_name="k8s-on-k8s-rig",
+            server=server,
+            ca_pem=ca_pem,
+            user_name=user,
+            client_cert_pem=pki.cert(stem).read_bytes(),
+            client_key_pem=pki.key(stem).read_bytes(),
+            namespace=namespace,
+        )
+
+    local = "https://127.0.0.1:6443"
+    # Secrets inside (client keys): 0600.
+    write_json(s.admin_kubeconfig, client_kubeconfig("admin", "rig-admin", s.apiserver_url), 0o600)
+    write_json(
+        s.tenant_kubeconfig,
+        client_kubeconfig(s.tenant_user, s.tenant_user, s.apiserver_url, s.tenant_namespace),
+        0o600,
+    )
+    for stem, user in (
+        ("controller-manager", "system:kube-controller-manager"),
+        ("scheduler", "system:kube-scheduler"),
+        ("kubelet", f"system:node:{s.node_name}"),
+        ("kube-proxy", "system:kube-proxy"),
+    ):
+        write_json(s.config_dir / f"{stem}.kubeconfig", client_kubeconfig(stem, user, local), 0o600)
+
+    write_json(
+        s.config_dir / "kubelet.json",
+        configs.kubelet_configuration(
+            node_ip=s.node_ip,
+            client_ca_file=str(pki.ca_cert),
+            tls_cert_file=str(pki.cert("kubelet-server")),
+            tls_key_file=str(pki.key("kubelet-server")),
+            cluster_dns=s.dns_ip,
+            cluster_domain=s.cluster_domain,
+            resolv_conf=str(s.pod_resolv_conf),
+            container_runtime_endpoint=f"unix://{s.containerd_socket}",
+            cgroup_root=s.cgroup_root,
+            pod_logs_dir=str(s.pod_logs_dir),
+        ),
+    )
+    write_json(
+        s.config_dir / "kube-proxy.json",
+        configs.kube_proxy_configuration(
+            kubeconfig_path=str(s.config_dir / "kube-proxy.kubeconfig"),
+            node_name=s.node_name,
+            cluster_cidr=s.cluster_cidr,
+        ),
+    )
+    write_text(
+        s.config_dir / "Corefile",
+        configs.corefile(
+            bind_ip=s.dns_ip,
+            cluster_domain=s.cluster_domain,
+            kubeconfig_path=str(s.admin_kubeconfig),
+        ),
+    )
+    write_text(
+        s.config_dir / "containerd.toml",
+        configs.containerd_config(
+            root=str(s.containerd_root),
+            state=str(s.containerd_state),
+            socket=str(s.containerd_socket),
+            sandbox_image=s.pause_image,
+            cni_bin_dir=str(s.cni_bin_dir),
+            cni_conf_dir=str(s.cni_conf_dir),
+            runc_root=str(s.run_dir / "runc"),
+        ),
+    )
+    # Pods with dnsPolicy Default get this; ClusterFirst pods get clusterDNS + search paths.
+    write_text(s.pod_resolv_conf, configs.resolv_conf(nameserver=s.dns_ip))
+    # Everything run in the netns (tests, kubectl, getent) resolves through the rig DNS only.
+    write_text(
+        s.netns_resolv_conf,
+        configs.resolv_conf(
+            nameserver=s.dns_ip,
+            search=(f"svc.{s.cluster_domain}", s.cluster_domain),
+        ),
+    )
+
+
+def wait_until(
+    description: str,
+    check: Callable[[], T | None],
+    *,
+    timeout: float,
+    interval: float = 0.5,
+    watch: Sequence[ManagedProcess] = (),
+) -> T:
+    """Polls check() until it returns something truthy; fails early if a watched process exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for process in watch:
+            if not process.is_running():
+                raise RigStartError(
+                    f"{process.name} exited (code {process.exit_code()}) while waiting for "
+                    f"{description}; end of {process.log_path}:\n{process.log_tail()}"
+                )
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            tails = "\n".join(f"--- {p.name}: {p.log_path}\n{p.log_tail(15)}" for p in watch)
+            raise RigStartError(
+                f"timed out after {timeout:.0f}s waiting for {description}\n{tails}"
+            )
+        time.sleep(interval)
+
+
+def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+class InfraCluster:
+    """The running rig, as handed to tests."""
+
+    def __init__(self, settings: RigSettings | None = None) -> None:
+        self.settings = settings or RigSettings.from_env()
+        self.pki = Pki(self.settings.pki_dir)
+        self.processes: dict[str, ManagedProcess] = {}
+        self.timings: dict[str, float] = {}
+        self.owner = ""
+
+    # What tests use.
+    @property
+    def state_dir(self) -> Path:
+        return self.settings.state_dir
+
+    @property
+    def node_ip(self) -> str:
+        return self.settings.node_ip
+
+    @property
+    def node_name(self) -> str:
+        return self.settings.node_name
+
+    @property
+    def dns_ip(self) -> str:
+        return self.settings.dns_ip
+
+    @property
+    def admin_kubeconfig(self) -> Path:
+        return self.settings.admin_kubeconfig
+
+    @property
+    def tenant_kubeconfig(self) -> Path:
+        return self.settings.tenant_kubeconfig
+
+    @property
+    def namespace(self) -> str:
+        return self.settings.tenant_namespace
+
+    @property
+    def kubectl_path(self) -> Path:
+        return self.settings.kubectl
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.settings.bin_dir
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.pki.ca_cert
+
+    def kubectl(
+        self,
+        *args: str,
+        tenant: bool = False,
+        check: bool = True,
+        input: str | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess:
+        """Runs kubectl as the cluster admin, or as the tenant user with tenant=True."""
+        kubeconfig = self.tenant_kubeconfig if tenant else self.admin_kubeconfig
+        argv = [str(self.kubectl_path), f"--kubeconfig={kubeconfig}", *args]
+        result = subprocess.run(
+            argv, input=input, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and result.returncode != 0:
+            raise subprocess.CalledProcessError(
+                result.returncode, argv, output=result.stdout, stderr=result.stderr
+            )
+        return result
+
+    def kubectl_json(self, *args: str, tenant: bool = False) -> dict:
+        return json.loads(self.kubectl(*args, "-o", "json", tenant=tenant).stdout)
+
+    def apply(self, manifest: dict, *, tenant: bool = False) -> None:
+        self.kubectl("apply", "-f", "-", input=json.dumps(manifest), tenant=tenant)
+
+    def admin_ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.pki.ca_cert))
+        context.load_cert_chain(str(self.pki.cert("admin")), str(self.pki.key("admin")))
+        return context
+
+    def rss_bytes(self) -> dict[str, int]:
+        """Resident memory of each rig process (pod containers not included)."""
+        pids = {name: p.pid for name, p in self.processes.items() if p.pid is not None}
+        if not pids and (state := RigState.load(self.settings.state_file)):
+            pids = state.running_processes()
+        sizes = {}
+        for name, pid in pids.items():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmRSS:"):
+                    sizes[name] = int(line.split()[1]) * 1024
+        return sizes
+
+    # -- Start --------------------------------------------------------------------------------
+
+    def attach(self) -> bool:
+        """Uses a rig left running by `python -m tests.e2e.infra up`; False if there is none."""
+        state = RigState.load(self.settings.state_file)
+        if (
+            state is None
+            or state.owner != "cli"
+            or "kube-apiserver" not in state.running_processes()
+        ):
+            return False
+        for name, entry in state.processes.items():
+            process = ManagedProcess(name, [entry["argv0"]], self.settings.logs_dir / f"{name}.log")
+            process.pid = entry["pid"]
+            self.processes[name] = process
+        self.owner = "cli"
+        return True
+
+    def start(self, *, owner: str = "fixture") -> None:
+        """owner="fixture": every process dies with this Python process; "cli": they outlive it."""
+        s = self.settings
+        problems = missing_prerequisites(s)
+        if problems:
+            raise host.RigEnvironmentError("cannot start the rig:\n  - " + "\n  - ".join(problems))
+        self._refuse_if_in_use()
+        self.owner = owner
+        started = time.monotonic()
+        log(f"starting the infra cluster in {s.state_dir} (netns {s.netns_name})")
+        host.ensure_cgroup_mounts()
+        self._clean_leftovers()
+        for directory in (s.state_dir, s.run_dir):
+            _wipe_rig_directory(directory)
+        for directory in (s.logs_dir, s.cni_conf_dir, s.pod_logs_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(s.state_dir, 0o711)
+        host.setup_node_network(s)
+        host.create_cgroup_root(s.cgroup_root)
+
+        write_json(s.state_dir / "kernel-sysctls.json", _read_sysctls(KUBELET_KERNEL_SYSCTLS))
+        create_pki(s)
+        write_config_files(s, self.pki)
+        commands = component_commands(s, self.pki)
+        try:
+            self._start_control_plane(commands)
+            self._start_node(commands)
+            self.timings["node_ready_seconds"] = time.monotonic() - started
+            self._bootstrap_objects()
+            self._verify_tenant_permissions()
+        except BaseException:
+            log("start failed; stopping what was started")
+            self.stop(verify=False)
+            raise
+        self.timings["ready_seconds"] = time.monotonic() - started
+        log(
+            f"infra cluster ready in {self.timings['ready_seconds']:.1f}s "
+            f"(node Ready after {self.timings['node_ready_seconds']:.1f}s)"
+        )
+
+    def _refuse_if_in_use(self) -> None:
+        state = RigState.load(self.settings.state_file)
+        if state is None:
+            return
+        running = state.running_processes()
+        if running and (state.owner == "cli" or state.owner_is_alive()):
+            raise host.RigEnvironmentError(
+                f"a rig ({state.owner}, pid {state.owner_pid}) is already running: "
+                f"{sorted(running)}; stop it with `hack/infra.sh down`"
+            )
+
+    def _launch(self, name: str, argv: list[str]) -> ManagedProcess:
+        process = ManagedProcess(name, argv, self.settings.logs_dir / f"{name}.log")
+        process.start(die_with_parent=self.owner == "fixture")
+        self.processes[name] = process
+        self._save_state()
+        log(f"started {name} (pid {process.pid})")
+        return process
+
+    def _save_state(self) -> None:
+        RigState(
+            owner=self.owner,
+            owner_pid=os.getpid(),
+            processes={
+                name: {"pid": process.pid, "argv0": process.argv[0]}
+                for name, process in self.processes.items()
+            },
+        ).save(self.settings.state_file)
+
+    def _start_control_plane(self, commands: dict[str, list[str]]) -> None:
+        etcd = self._launch("etcd", commands["etcd"])
+        wait_until(
+            "etcd /health",
+            lambda: _http_ok("http://127.0.0.1:2379/health"),
+            timeout=60,
+            watch=[etcd],
+        )
+        apiserver = self._launch("kube-apiserver", commands["kube-apiserver"])
+        context = self.admin_ssl_context()
+        wait_until(
+            "kube-apiserver /readyz",
+            lambda: _http_ok("https://127.0.0.1:6443/readyz", context),
+            timeout=120,
+            watch=[etcd, apiserver],
+        )
+        log("kube-apiserver is ready")
+        self._launch("kube-controller-manager", commands["kube-controller-manager"])
+        self._launch("kube-scheduler", commands["kube-scheduler"])
+
+    def _start_node(self, commands: dict[str, list[str]]) -> None:
+        s = self.settings
+        containerd = self._launch("containerd", commands["containerd"])
+        wait_until(
+            "the containerd socket",
+            lambda: self._ctr("version", check=False).returncode == 0,
+            timeout=60,
+            watch=[containerd],
+        )
+        self._import_images()
+        kubelet = self._launch("kubelet", commands["kubelet"])
+        watch = [self.processes[name] for name in self.processes]
+        pod_cidr: str = wait_until(
+            f"node {s.node_name} to register and get a pod CIDR",
+            lambda: ((self._node() or {}).get("spec") or {}).get("podCIDR"),
+            timeout=120,
+            watch=watch,
+        )
+        log(f"node {s.node_name} registered, pod CIDR {pod_cidr}")
+        write_json(
+            s.cni_conf_dir / "10-rig.conflist",
+            configs.cni_conflist(
+                name="rig",
+                bridge=s.pod_bridge,
+                pod_subnet=pod_cidr,
+                ipam_data_dir=str(s.cni_ipam_dir),
+            ),
+        )
+        self._launch("kube-proxy", commands["kube-proxy"])
+        coredns = self._launch("coredns", commands["coredns"])
+        watch = [self.processes[name] for name in self.processes]
+        self._wait_node_ready(watch)
+        wait_until(
+            "CoreDNS /ready",
+            lambda: _http_ok("http://127.0.0.1:8181/ready"),
+            timeout=60,
+            watch=[coredns],
+        )
+        assert kubelet.is_running()
+
+    def _wait_node_ready(self, watch: list[ManagedProcess]) -> None:
+        last_reason = None
+
+        def ready() -> bool:
+            nonlocal last_reason
+            node = self._node()
+            conditions = {
+                c["type"]: c for c in (node or {}).get("status", {}).get("conditions", [])
+            }
+            condition = conditions.get("Ready", {})
+            reason = f"{condition.get('status', '?')} {condition.get('message', '')}".strip()
+            if reason != last_reason:
+                log(f"node Ready={reason}")
+                last_reason = reason
+            return condition.get("status") == "True"
+
+        wait_until(f"node {self.settings.node_name} Ready", ready, timeout=180, watch=watch)
+
+    def _node(self) -> dict | None:
+        result = self.kubectl("get", "node", self.settings.node_name, "-o", "json", check=False)
+        return json.loads(result.stdout) if result.returncode == 0 else None
+
+    def _ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        argv = ["ctr", "--address", str(self.settings.containerd_socket), "-n", "k8s.io", *args]
+        return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=300)
+
+    def _import_images(self) -> None:
+        # Imported here so the rig's other parts work without the images package.
+        from tests.e2e.images.build import build_all
+
+        images = build_all(self.settings.bin_dir, self.settings.images_dir)
+        for _reference, tar_path in images:
+            self._ctr("images", "import", str(tar_path))
+        present = self._ctr("images", "list", "-q").stdout.split()
+        missing = [reference for reference, _ in images if reference not in present]
+        if missing:
+            raise RigStartError(f"images not present after import: {missing}")
+        log(f"imported {len(images)} images into containerd")
+
+    # -- Objects ------------------------------------------------------------------------------
+
+    def _bootstrap_objects(self) -> None:
+        s = self.settings
+        volumes = []
+        for index in range(1, s.persistent_volume_count + 1):
+            path = s.persistent_volumes_dir / f"pv-{index:02d}"
+            path.mkdir(parents=True, exist_ok=True)
+            # hostPath ignores fsGroup: world-writable so any non-root UID can use it.
+            os.chmod(path, 0o777)
+            volumes.append(
+                objects.host_path_volume(
+                    name=f"rig-pv-{index:02d}",
+                    path=path,
+                    size=s.persistent_volume_size,
+                    storage_class_name=s.storage_class,
+                    node_name=s.node_name,
+                )
+            )
+        self.apply(
+            objects.object_list(
+                [
+                    objects.tenant_namespace(s.tenant_namespace),
+                    objects.storage_class(s.storage_class),
+                    *volumes,
+                    objects.namespace_admin_binding(
+                        namespace=s.tenant_namespace, user=s.tenant_user
+                    ),
+                ]
+            )
+        )
+        wait_until(
+            f"the default ServiceAccount in {s.tenant_namespace}",
+            lambda: (
+                self.kubectl(
+                    "-n", s.tenant_namespace, "get", "serviceaccount", "default", check=False
+                ).returncode
+                == 0
+            ),
+            timeout=60,
+        )
+        log(
+            f"namespace {s.tenant_namespace} (restricted), StorageClass {s.storage_class}, "
+            f"{len(volumes)} PVs, user {s.tenant_user} bound to admin"
+        )
+
+    def recycle_released_volumes(self) -> list[str]:
+        """Makes Released rig volumes (their claim was deleted) Available again, emptied.
+
+        Their reclaim policy is Retain, so without this a long-lived rig (hack/infra.sh up)
+        runs out of volumes; returns the names of the recycled volumes.
+        """
+        volumes = self.kubectl_json("get", "pv", "-l", "k8s-on-k8s-rig/volume=host-path")
+        recycled = []
+        for volume in volumes["items"]:
+            if volume.get("status", {}).get("phase") != "Released":
+                continue
+            path = Path(volume["spec"]["hostPath"]["path"])
+            if path.is_relative_to(self.settings.persistent_volumes_dir):
+                for entry in path.iterdir():
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+            name = volume["metadata"]["name"]
+            self.kubectl(
+                "patch",
+                "pv",
+                name,
+                "--type=json",
+                "-p",
+                '[{"op":"remove","path":"/spec/claimRef"}]',
+            )
+            recycled.append(name)
+        return recycled
+
+    def can_i(self, *args: str, tenant: bool = True) -> bool:
+        result = self.kubectl("auth", "can-i", *args, tenant=tenant, check=False)
+        return result.stdout.strip() == "yes"
+
+    def _verify_tenant_permissions(self) -> None:
+        ns = self.settings.tenant_namespace
+        expected = {
+            ("create", "deployments.apps", "-n", ns): True,
+            ("create", "secrets", "-n", ns): True,
+            ("create", "namespaces"): False,
+            ("create", "clusterroles.rbac.authorization.k8s.io"): False,
+            ("create", "persistentvolumes"): False,
+            ("create", "deployments.apps", "-n", "default"): False,
+        }
+        wrong = {
+            args: allowed for args, allowed in expected.items() if self.can_i(*args) != allowed
+        }
+        if wrong:
+            raise RigStartError(f"tenant user permissions differ from expected: {wrong}")
+        log(f"verified {self.settings.tenant_user}'s permissions with kubectl auth can-i")
+
+    # -- Stop ---------------------------------------------------------------------------------
+
+    def stop(self, *, verify: bool = True) -> list[str]:
+        """Stops everything and cleans up; with verify, raises if anything is left behind."""
+        log("stopping the infra cluster")
+        if host.in_netns(self.settings.netns_name):
+            host.ensure_cgroup_mounts()  # a fresh `ip netns exec` hides them
+        rss = self.rss_bytes()
+        if rss:
+            log(
+                f"resident memory of the rig processes: {sum(rss.values()) / 2**20:.0f} MiB ("
+                + ", ".join(f"{name} {size / 2**20:.0f}" for name, size in rss.items())
+                + ")"
+            )
+        state = RigState.load(self.settings.state_file)
+        pids = {name: (p.pid, p.argv[0], p.popen) for name, p in self.processes.items()}
+        if state is not None:
+            for name, entry in state.processes.items():
+                pids.setdefault(name, (entry["pid"], entry["argv0"], None))
+        self._stop_all(pids)
+        self.processes.clear()
+        leftovers = self.leftovers()
+        if verify and leftovers:
+            raise RigTeardownError("the rig left things behind:\n  - " + "\n  - ".join(leftovers))
+        log("infra cluster stopped" + (f"; left behind: {leftovers}" if leftovers else ", clean"))
+        return leftovers
+
+    def _stop_all(self, pids: dict[str, tuple[int | None, str, subprocess.Popen | None]]) -> None:
+        s = self.settings
+
+        def stop(name: str) -> None:
+            pid, argv0, popen = pids.get(name, (None, "", None))
+            if pid is not None:
+                stop_pid(pid, popen=popen, expected_exe=argv0, timeout=10)
+
+        # The kubelet first so it does not restart the containers we kill next.
+        stop("kubelet")
+        host.kill_cgroup_processes(s.cgroup_root)
+        for shim in host.processes_with_argument(str(s.containerd_socket)):
+            stop_pid(shim, timeout=2)
+        stop("containerd")
+        for name in ("kube-proxy", "coredns", "kube-scheduler", "kube-controller-manager"):
+            stop(name)
+        stop("kube-apiserver")
+        stop("etcd")
+        for name in pids:  # anything not named above
+            stop(name)
+        if host.in_netns(s.netns_name):
+            host.teardown_node_network(s)
+        host.unmount_under([s.state_dir, s.run_dir])
+        time.sleep(0.2)  # let killed container processes leave their cgroups
+        host.kill_cgroup_processes(s.cgroup_root)
+        host.remove_cgroup_root(s.cgroup_root)
+        self._restore_kernel_sysctls()
+        s.state_file.unlink(missing_ok=True)
+        if not host.mounts_under([s.run_dir]):
+            shutil.rmtree(s.run_dir, ignore_errors=True)  # sockets and runtime state only
+
+    def _restore_kernel_sysctls(self) -> None:
+        saved = self.settings.state_dir / "kernel-sysctls.json"
+        try:
+            values = json.loads(saved.read_text())
+        except FileNotFoundError:
+            return
+        for name, value in values.items():
+            try:
+                Path("/proc/sys", *name.split(".")).write_text(value)
+            except OSError as error:
+                log(f"could not restore {name}={value}: {error}")
+
+    def _clean_leftovers(self) -> None:
+        """Cleans up after a rig that died without teardown (e.g. a killed test run)."""
+        state = RigState.load(self.settings.state_file)
+        has_mounts = bool(host.mounts_under([self.settings.state_dir, self.settings.run_dir]))
+        if state is None and not has_mounts and not host.cgroup_pids(self.settings.cgroup_root):
+            return
+        log("cleaning up leftovers of a previous rig")
+        self.stop(verify=False)
+
+    def leftovers(self) -> list[str]:
+        """What of the rig still exists: processes (by pgrep), mounts, interfaces, cgroups."""
+        s = self.settings
+        found = []
+        patterns = [f"^{s.binary(name)}( |$)" for name in RIG_BINARIES]
+        patterns += [
+            f"containerd --config {s.config_dir / 'containerd.toml'}",
+            f"-address {s.containerd_socket}",
+        ]
+        for pattern in patterns:
+            pids = host.pgrep(pattern)
+            if pids:
+                found.append(f"processes matching {pattern!r}: {pids}")
+        mounts = host.mounts_under([s.state_dir, s.run_dir])
+        if mounts:
+            found.append(f"mounts: {mounts}")
+        if host.in_netns(s.netns_name):
+            links = host.remaining_links(s)
+            if links:
+                found.append(f"interfaces: {links}")
+        cgroup_pids = host.cgroup_pids(s.cgroup_root)
+        if cgroup_pids:
+            found.append(f"processes in cgroup {s.cgroup_root}: {sorted(cgroup_pids)}")
+        return found
+
+    def status(self) -> dict:
+        state = RigState.load(self.settings.state_file)
+        running = state.running_processes() if state else {}
+        node = self._node() if "kube-apiserver" in running else None
+        ready = None
+        if node:
+            conditions = {c["type"]: c["status"] for c in node["status"].get("conditions", [])}
+            ready = conditions.get("Ready")
+        return {
+            "owner": state.owner if state else None,
+            "owner_pid": state.owner_pid if state else None,
+            "processes": {
+                name: {"pid": entry["pid"], "running": name in running}
+                for name, entry in (state.processes.items() if state else [])
+            },
+            "node_ready": ready,
+            "admin_kubeconfig": str(self.admin_kubeconfig),
+            "tenant_kubeconfig": str(self.tenant_kubeconfig),
+        }
+
+
+RIG_DIRECTORY_MARKER = ".k8s-on-k8s-rig"
+
+
+def _wipe_rig_directory(directory: Path) -> None:
+    """Empties a directory for a fresh rig, refusing any that the rig did not create."""
+    if directory.exists() and any(directory.iterdir()):
+        if not (directory / RIG_DIRECTORY_MARKER).exists():
+            raise host.RigEnvironmentError(
+                f"{directory} is not empty and was not made by the rig; refusing to wipe it"
+            )
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / RIG_DIRECTORY_MARKER).touch()
+
+
+def _read_sysctls(names: Sequence[str]) -> dict[str, str]:
+    return {name: Path("/proc/sys", *name.split(".")).read_text().strip() for name in names}

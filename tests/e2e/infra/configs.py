@@ -1,0 +1,267 @@
+"""Config files of the rig's components, each built by a small pure function.
+
+Structured configs are returned as dicts and written as JSON (valid YAML for every consumer);
+Corefile, containerd's TOML and resolv.conf are returned as text.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def kubeconfig(
+    *,
+    cluster_name: str,
+    server: str,
+    ca_pem: bytes,
+    user_name: str,
+    client_cert_pem: bytes,
+    client_key_pem: bytes,
+    namespace: str | None = None,
+) -> dict:
+    """A single-context kubeconfig with everything embedded, so it can be copied anywhere."""
+    context: dict = {"cluster": cluster_name, "user": user_name}
+    if namespace:
+        context["namespace"] = namespace
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": cluster_name,
+                "cluster": {"server": server, "certificate-authority-data": _b64(ca_pem)},
+            }
+        ],
+        "users": [
+            {
+                "name": user_name,
+                "user": {
+                    "client-certificate-data": _b64(client_cert_pem),
+                    "client-key-data": _b64(client_key_pem),
+                },
+            }
+        ],
+        "contexts": [{"name": user_name, "context": context}],
+        "current-context": user_name,
+    }
+
+
+def kubelet_configuration(
+    *,
+    node_ip: str,
+    client_ca_file: str,
+    tls_cert_file: str,
+    tls_key_file: str,
+    cluster_dns: str,
+    cluster_domain: str,
+    resolv_conf: str,
+    container_runtime_endpoint: str,
+    cgroup_root: str,
+    pod_logs_dir: str,
+) -> dict:
+    return {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "address": node_ip,
+        "port": 10250,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": 10248,
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": client_ca_file},
+        },
+        "authorization": {"mode": "Webhook"},
+        "tlsCertFile": tls_cert_file,
+        "tlsPrivateKeyFile": tls_key_file,
+        "rotateCertificates": False,
+        "serverTLSBootstrap": False,
+        # This host: cgroup v1 (deprecated, refused by default since 1.35), containerd without
+        # the systemd cgroup driver, and no swap (but do not insist on it).
+        "cgroupDriver": "cgroupfs",
+        "cgroupRoot": cgroup_root,
+        "failCgroupV1": False,
+        "failSwapOn": False,
+        "clusterDNS": [cluster_dns],
+        "clusterDomain": cluster_domain,
+        "resolvConf": resolv_conf,
+        "containerRuntimeEndpoint": container_runtime_endpoint,
+        "podLogsDir": pod_logs_dir,
+        # Nothing can be pulled here: never garbage-collect the imported images.
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        "imageMaximumGCAge": "0s",
+        # A busy or full-ish disk on a test VM must not evict the control plane under test.
+        "evictionHard": {
+            "memory.available": "100Mi",
+            "nodefs.available": "1%",
+            "nodefs.inodesFree": "1%",
+            "imagefs.available": "1%",
+            "imagefs.inodesFree": "1%",
+        },
+        "serializeImagePulls": False,
+        "nodeStatusUpdateFrequency": "5s",
+        "registerNode": True,
+        "maxPods": 110,
+    }
+
+
+def kube_proxy_configuration(*, kubeconfig_path: str, node_name: str, cluster_cidr: str) -> dict:
+    return {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "clientConnection": {"kubeconfig": kubeconfig_path},
+        "hostnameOverride": node_name,
+        "mode": "iptables",
+        "clusterCIDR": cluster_cidr,
+        "healthzBindAddress": "127.0.0.1:10256",
+        "metricsBindAddress": "127.0.0.1:10249",
+        # NodePorts on the node IP only (not on the pod bridge's gateway address).
+        "nodePortAddresses": ["primary"],
+        # Zeros mean "leave the sysctl alone": the conntrack table size and timeouts are
+        # host-global or not writable from a network namespace.
+        "conntrack": {
+            "maxPerCore": 0,
+            "min": 0,
+            "tcpEstablishedTimeout": "0s",
+            "tcpCloseWaitTimeout": "0s",
+        },
+    }
+
+
+def corefile(*, bind_ip: str, cluster_domain: str, kubeconfig_path: str) -> str:
+    """Cluster names from the Kubernetes API; every other name is NXDOMAIN.
+
+    There is deliberately no `forward` plugin: nothing in the rig may query an outside resolver.
+    """
+    return f"""\
+{cluster_domain}:53 in-addr.arpa:53 ip6.arpa:53 {{
+    bind {bind_ip}
+    errors
+    health 127.0.0.1:8080
+    ready 127.0.0.1:8181
+    kubernetes {cluster_domain} in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig_path}
+        pods insecure
+        ttl 5
+    }}
+    cache 5
+}}
+.:53 {{
+    bind {bind_ip}
+    errors
+    template ANY ANY {{
+        rcode NXDOMAIN
+    }}
+}}
+"""
+
+
+def containerd_config(
+    *,
+    root: str,
+    state: str,
+    socket: str,
+    sandbox_image: str,
+    cni_bin_dir: str,
+    cni_conf_dir: str,
+    runc_root: str,
+) -> str:
+    """containerd 1.6 (config version 2) private to the rig: own root, state and socket."""
+    return f"""\
+version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = [
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.tracing.processor.v1.otlp",
+  "io.containerd.internal.v1.tracing",
+]
+
+[grpc]
+  address = "{socket}"
+
+[ttrpc]
+  address = "{socket}.ttrpc"
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{root}/opt"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{sandbox_image}"
+  # Pod network namespaces under our state dir instead of the host's /run/netns.
+  netns_mounts_under_state_dir = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_selinux = false
+  disable_apparmor = true
+  tolerate_missing_hugetlb_controller = true
+  disable_hugetlb_controller = true
+  # No process here has CAP_SYS_RESOURCE, so none may lower an oom_score_adj below its own:
+  # clamp the sandbox's -998 (and Guaranteed pods' -997) to containerd's value instead of
+  # failing every sandbox with "failed to update /proc/self/oom_score_adj: Permission denied".
+  restrict_oom_score_adj = true
+
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        # runc's state next to ours, not in the host-wide /run/containerd/runc.
+        Root = "{runc_root}"
+
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{cni_bin_dir}"
+    conf_dir = "{cni_conf_dir}"
+    max_conf_num = 1
+"""
+
+
+def cni_conflist(*, name: str, bridge: str, pod_subnet: str, ipam_data_dir: str) -> dict:
+    """A bridge network for the node's pod CIDR (host-local IPAM keeps its leases with us)."""
+    return {
+        "cniVersion": "0.4.0",
+        "name": name,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": True,
+                # No masquerading: there is no outside to reach.
+                "ipMasq": False,
+                # A pod must reach itself through its own Service's ClusterIP.
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": pod_subnet}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": ipam_data_dir,
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }
+
+
+def resolv_conf(*, nameserver: str, search: Sequence[str] = ()) -> str:
+    lines = [f"nameserver {nameserver}"]
+    if search:
+        lines.append("search " + " ".join(search))
+    lines.append("options ndots:5")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,85 @@
+"""The Kubernetes objects the rig creates after the node is Ready, as plain dicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT_STORAGE_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
+
+
+def tenant_namespace(name: str) -> dict:
+    """The namespace the tenant control plane goes into, held to the `restricted` standard."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+            },
+        },
+    }
+
+
+def storage_class(name: str) -> dict:
+    """Static local volumes only: binding waits for the pod so the node affinity is honoured."""
+    return {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": name, "annotations": {DEFAULT_STORAGE_CLASS_ANNOTATION: "true"}},
+        "provisioner": "kubernetes.io/no-provisioner",
+        "volumeBindingMode": "WaitForFirstConsumer",
+        "reclaimPolicy": "Retain",
+    }
+
+
+def host_path_volume(
+    *, name: str, path: Path, size: str, storage_class_name: str, node_name: str
+) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name, "labels": {"k8s-on-k8s-rig/volume": "host-path"}},
+        "spec": {
+            "capacity": {"storage": size},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": storage_class_name,
+            "hostPath": {"path": str(path), "type": "Directory"},
+            "nodeAffinity": {
+                "required": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {
+                                    "key": "kubernetes.io/hostname",
+                                    "operator": "In",
+                                    "values": [node_name],
+                                }
+                            ]
+                        }
+                    ]
+                }
+            },
+        },
+    }
+
+
+def namespace_admin_binding(*, namespace: str, user: str) -> dict:
+    """The tenant user's only right: the built-in `admin` ClusterRole inside its namespace."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": f"{user}-admin", "namespace": namespace},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "admin",
+        },
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }
+
+
+def object_list(items: list[dict]) -> dict:
+    return {"apiVersion": "v1", "kind": "List", "items": items}

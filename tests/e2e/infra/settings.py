@@ -1,0 +1,175 @@
+"""Where the rig keeps things and which addresses it uses; every value can be set by environment.
+
+The defaults describe one node, `rig-node`, whose IP lives on a port-less bridge `rig0` inside
+the network namespace `k8sonk8s-rig` (made by hack/e2e.sh or hack/infra.sh).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+KUBERNETES_VERSION = "v1.37.2"
+DEFAULT_CACHE_DIR = Path("/var/cache/k8s-on-k8s") / KUBERNETES_VERSION
+
+
+@dataclass(frozen=True)
+class RigSettings:
+    state_dir: Path = Path("/var/lib/k8s-on-k8s-rig")
+    # Sockets and containerd's state go to tmpfs-backed /run, kept short for unix socket paths.
+    run_dir: Path = Path("/run/k8s-on-k8s-rig")
+    bin_dir: Path = DEFAULT_CACHE_DIR / "bin"
+    images_dir: Path = DEFAULT_CACHE_DIR / "images"
+    cni_bin_dir: Path = Path("/usr/lib/cni")
+    netns_name: str = "k8sonk8s-rig"
+    node_name: str = "rig-node"
+    node_ip: str = "10.250.0.1"
+    node_prefix_length: int = 24
+    node_bridge: str = "rig0"
+    pod_bridge: str = "cni0"
+    cluster_cidr: str = "10.244.0.0/16"
+    service_cidr: str = "10.96.0.0/16"
+    cluster_domain: str = "cluster.local"
+    # The kubelet puts pod cgroups under this parent in every hierarchy, so teardown finds them.
+    cgroup_root: str = "/k8sonk8s-rig"
+    tenant_namespace: str = "tenant-e2e"
+    tenant_user: str = "tenant-admin"
+    persistent_volume_count: int = 6
+    persistent_volume_size: str = "2Gi"
+    storage_class: str = "rig-local"
+    pause_image: str = "registry.k8s.io/pause:3.10.2"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> RigSettings:
+        """Defaults, then RIG_* environment variables, then explicit overrides."""
+        environ = dict(os.environ if environ is None else environ)
+        values: dict[str, object] = {}
+        for name, variable in _ENVIRONMENT_VARIABLES.items():
+            if variable in environ:
+                values[name] = environ[variable]
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        for name in ("state_dir", "run_dir", "bin_dir", "images_dir", "cni_bin_dir"):
+            if name in values:
+                values[name] = Path(str(values[name]))
+        if "persistent_volume_count" in values:
+            values["persistent_volume_count"] = int(str(values["persistent_volume_count"]))
+        return cls(**values)  # type: ignore[arg-type]
+
+    # Addresses derived from the CIDRs.
+    @property
+    def kubernetes_service_ip(self) -> str:
+        """The first address of the service range: the `kubernetes` Service's ClusterIP."""
+        return str(next(ipaddress.ip_network(self.service_cidr).hosts()))
+
+    @property
+    def dns_ip(self) -> str:
+        """CoreDNS runs as a host process on the node IP; pods reach it through the bridge."""
+        return self.node_ip
+
+    @property
+    def apiserver_url(self) -> str:
+        return f"https://{self.node_ip}:6443"
+
+    # Files and directories.
+    @property
+    def pki_dir(self) -> Path:
+        return self.state_dir / "pki"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def config_dir(self) -> Path:
+        return self.state_dir / "config"
+
+    @property
+    def admin_kubeconfig(self) -> Path:
+        return self.state_dir / "admin.kubeconfig"
+
+    @property
+    def tenant_kubeconfig(self) -> Path:
+        return self.state_dir / "tenant.kubeconfig"
+
+    @property
+    def state_file(self) -> Path:
+        """Records the pids of the running rig (see processes.RigState)."""
+        return self.state_dir / "rig-state.json"
+
+    @property
+    def etcd_data_dir(self) -> Path:
+        return self.state_dir / "etcd"
+
+    @property
+    def kubelet_root_dir(self) -> Path:
+        return self.state_dir / "kubelet"
+
+    @property
+    def pod_logs_dir(self) -> Path:
+        return self.state_dir / "pod-logs"
+
+    @property
+    def containerd_root(self) -> Path:
+        return self.state_dir / "containerd"
+
+    @property
+    def containerd_state(self) -> Path:
+        return self.run_dir / "containerd"
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.run_dir / "containerd.sock"
+
+    @property
+    def cni_conf_dir(self) -> Path:
+        return self.state_dir / "cni" / "net.d"
+
+    @property
+    def cni_ipam_dir(self) -> Path:
+        return self.state_dir / "cni" / "ipam"
+
+    @property
+    def persistent_volumes_dir(self) -> Path:
+        return self.state_dir / "persistent-volumes"
+
+    @property
+    def pod_resolv_conf(self) -> Path:
+        """The kubelet's resolvConf: the base for pods' /etc/resolv.conf."""
+        return self.config_dir / "resolv.conf"
+
+    @property
+    def netns_resolv_conf(self) -> Path:
+        """`ip netns exec` bind-mounts this over /etc/resolv.conf for everything in the netns."""
+        return Path("/etc/netns") / self.netns_name / "resolv.conf"
+
+    def binary(self, name: str) -> Path:
+        return self.bin_dir / name
+
+    @property
+    def kubectl(self) -> Path:
+        return self.binary("kubectl")
+
+
+_ENVIRONMENT_VARIABLES = {
+    "state_dir": "RIG_STATE_DIR",
+    "run_dir": "RIG_RUN_DIR",
+    "bin_dir": "RIG_BIN_DIR",
+    "images_dir": "RIG_IMAGES_DIR",
+    "netns_name": "RIG_NETNS",
+    "tenant_namespace": "RIG_TENANT_NAMESPACE",
+    "persistent_volume_count": "RIG_PERSISTENT_VOLUMES",
+}
+
+# The binaries the rig runs from the bin dir, in start order (containerd and runc come from the OS).
+RIG_BINARIES = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+    "coredns",
+    "kubectl",
+)
