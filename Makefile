@@ -4,7 +4,10 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 
 K8S_VERSION ?= v1.37.2
-CACHE ?= /var/cache/k8s-on-k8s/$(K8S_VERSION)
+# Built binaries and images live outside the work tree, one directory per version.
+K8S_ON_K8S_CACHE ?= /var/cache/k8s-on-k8s
+export K8S_ON_K8S_CACHE
+CACHE := $(K8S_ON_K8S_CACHE)/$(K8S_VERSION)
 
 .PHONY: test setup lint typecheck unit e2e e2e-deps binaries images bench clean
 
@@ -31,7 +34,8 @@ unit: setup
 
 ## e2e: a real infrastructure cluster from Kubernetes binaries, the program deployed onto it
 e2e: setup e2e-deps binaries images
-	RIG_PYTHON=$(abspath $(PYTHON)) hack/e2e.sh $(abspath $(PYTHON)) -m pytest tests/e2e -x -v -s -p no:cacheprovider
+	RIG_PYTHON=$(abspath $(PYTHON)) RIG_BIN_DIR=$(CACHE)/bin RIG_IMAGES_DIR=$(CACHE)/images \
+	  hack/e2e.sh $(abspath $(PYTHON)) -m pytest tests/e2e -x -v -s -p no:cacheprovider
 
 e2e-deps:
 	hack/install-e2e-deps.sh
