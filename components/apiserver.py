@@ -14,8 +14,9 @@ import yaml
 
 from components.config import ControlPlaneSettings
 from components.etcd import etcd_client_urls
-from components.names import ObjectNames, labels
-from components.pki import CLUSTER_CA, ETCD_CA, FRONT_PROXY_CA, Pki
+from components.konnectivity import KonnectivityServerConfig, with_konnectivity_server
+from components.names import API_SERVER_PORT, ObjectNames, labels
+from components.pki import CLUSTER_CA, ETCD_CA, FRONT_PROXY_CA, KONNECTIVITY_SERVER_CLIENT, Pki
 from components.podspec import (
     Manifest,
     config_map_volume,
@@ -24,13 +25,13 @@ from components.podspec import (
     empty_dir_volume,
     https_probe,
     mount,
-    pod_disruption_budget_spec,
     pod_env_from_field,
     resources,
     secret_volume,
 )
+from components.workload import disruption_budget, secret_of_files
 
-SECURE_PORT = 6443
+SECURE_PORT = API_SERVER_PORT
 PKI_DIR = "/etc/kubernetes/pki"
 AUDIT_POLICY_DIR = "/etc/kubernetes/audit"
 AUDIT_LOG_DIR = "/var/log/kubernetes/audit"
@@ -45,7 +46,7 @@ def api_server_labels(names: ObjectNames) -> dict[str, str]:
 
 
 def api_server_secret_name(names: ObjectNames) -> str:
-    return f"{names.api_server}-pki"
+    return names.api_server_pki
 
 
 def audit_policy_config_map_name(names: ObjectNames) -> str:
@@ -217,12 +218,8 @@ class ApiServer(pulumi.ComponentResource):
         ):
             files[f"{leaf}.crt"] = pki.leaves[leaf].cert_pem
             files[f"{leaf}.key"] = pki.leaves[leaf].key_pem
-        secret = k8s.core.v1.Secret(
-            f"{name}-pki",
-            metadata=metadata(api_server_secret_name(names)),
-            type="Opaque",
-            string_data={key: pulumi.Output.secret(value) for key, value in files.items()},
-            opts=child,
+        secret = secret_of_files(
+            f"{name}-pki", metadata(api_server_secret_name(names)), files, child
         )
         policy = k8s.core.v1.ConfigMap(
             f"{name}-audit-policy",
@@ -236,18 +233,33 @@ class ApiServer(pulumi.ComponentResource):
             spec=api_server_service_spec(names),
             opts=child,
         )
-        k8s.policy.v1.PodDisruptionBudget(
+        disruption_budget(
             f"{name}-pdb",
-            metadata=metadata(names.api_server),
-            spec=pod_disruption_budget_spec(api_server_labels(names), settings.api_server_replicas),
-            opts=child,
+            metadata(names.api_server),
+            api_server_labels(names),
+            settings.api_server_replicas,
+            child,
         )
+        spec = api_server_deployment_spec(settings, names)
+        mounted: list[pulumi.Resource] = [secret, policy]
+        if settings.konnectivity:
+            client = pki.leaves[KONNECTIVITY_SERVER_CLIENT.name]
+            konnectivity = KonnectivityServerConfig(
+                f"{name}-konnectivity",
+                settings,
+                names,
+                pki.ca_cert_pem,
+                client.cert_pem,
+                client.key_pem,
+                provider,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            spec = with_konnectivity_server(spec, settings, names)
+            mounted.append(konnectivity)
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=metadata(names.api_server),
-            spec=api_server_deployment_spec(settings, names),
-            opts=pulumi.ResourceOptions.merge(
-                child, pulumi.ResourceOptions(depends_on=[secret, policy])
-            ),
+            spec=spec,
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=mounted)),
         )
         self.register_outputs({"service": names.api_server})

@@ -57,6 +57,8 @@ DEFAULTS: dict[str, str] = {
     "apiAdvertiseAddress": "",
     "bootstrapTokenExpiration": "",
     "coreDns": "true",
+    "konnectivity": "false",
+    "konnectivityNodePort": "31132",
     "kubeProxy": "true",
 }
 
@@ -132,6 +134,8 @@ class ControlPlaneSettings:
     bootstrap_token_expiration: str | None  # RFC 3339; None: the token never expires
     core_dns: bool
     kube_proxy: bool
+    konnectivity: bool
+    konnectivity_node_port: int  # where agents reach the proxy-server with nodePort exposure
 
     @property
     def cluster_dns_ip(self) -> str:
@@ -349,6 +353,19 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
             False,
         )
 
+    konnectivity = boolean("konnectivity")
+    if konnectivity and mode == "ingress":
+        c.fail(
+            "konnectivity",
+            "false with exposure ingress (SNI passthrough routes port 443 only); use "
+            "loadBalancer or nodePort for konnectivity",
+        )
+    konnectivity_node_port = c.check(
+        "konnectivityNodePort",
+        lambda value: int(value) if low <= int(value) <= high and int(value) != node_port else None,
+        f"an integer from {low} to {high}, other than nodePort",
+        low,
+    )
     core_dns = boolean("coreDns")
     kube_proxy = boolean("kubeProxy")
     token_expiration = c.check(
@@ -421,6 +438,8 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
         bootstrap_token_expiration=token_expiration or None,
         core_dns=core_dns,
         kube_proxy=kube_proxy,
+        konnectivity=konnectivity,
+        konnectivity_node_port=konnectivity_node_port,
     )
 
 

@@ -10,7 +10,6 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.config import ControlPlaneSettings
-from components.kubeconfig import client_certificate_kubeconfig
 from components.names import ObjectNames, labels
 from components.pki import CLUSTER_CA, FRONT_PROXY_CA, Pki
 from components.podspec import (
@@ -20,10 +19,10 @@ from components.podspec import (
     empty_dir_volume,
     https_probe,
     mount,
-    pod_disruption_budget_spec,
     resources,
     secret_volume,
 )
+from components.workload import disruption_budget, in_namespace_kubeconfig, secret_of_files
 
 SECURE_PORT = 10257
 CONFIG_DIR = "/etc/kubernetes/controller-manager"
@@ -115,15 +114,7 @@ class ControllerManager(pulumi.ComponentResource):
             "namespace": settings.namespace,
             "labels": controller_manager_labels(names),
         }
-        client = pki.leaves["controller-manager"]
-        kubeconfig = client_certificate_kubeconfig(
-            cluster_name=names.cluster,
-            server=names.api_server_internal_url,
-            ca_cert_pem=pki.ca_cert_pem,
-            user=USER,
-            client_cert_pem=client.cert_pem,
-            client_key_pem=client.key_pem,
-        )
+        kubeconfig = in_namespace_kubeconfig(names, pki, "controller-manager", USER)
         files: dict[str, pulumi.Input[str]] = {
             "kubeconfig": kubeconfig,
             "ca.crt": pki.ca_cert_pem,
@@ -131,20 +122,18 @@ class ControllerManager(pulumi.ComponentResource):
             "front-proxy-ca.crt": pki.cas[FRONT_PROXY_CA].cert_pem,
             "sa.key": pki.service_account_private_key_pem,
         }
-        secret = k8s.core.v1.Secret(
+        secret = secret_of_files(
             f"{name}-config",
-            metadata={**metadata, "name": controller_manager_secret_name(names)},
-            type="Opaque",
-            string_data={key: pulumi.Output.secret(value) for key, value in files.items()},
-            opts=child,
+            {**metadata, "name": controller_manager_secret_name(names)},
+            files,
+            child,
         )
-        k8s.policy.v1.PodDisruptionBudget(
+        disruption_budget(
             f"{name}-pdb",
-            metadata=metadata,
-            spec=pod_disruption_budget_spec(
-                controller_manager_labels(names), settings.controller_manager_replicas
-            ),
-            opts=child,
+            metadata,
+            controller_manager_labels(names),
+            settings.controller_manager_replicas,
+            child,
         )
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",

@@ -5,15 +5,20 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.addons import CoreDns, KubeProxy
 from components.apiserver import ApiServer, api_server_labels
 from components.config import ControlPlaneSettings
 from components.controller_manager import ControllerManager
 from components.etcd import Etcd
 from components.exposure import Exposure
+from components.in_cluster_api import InClusterApi
+from components.konnectivity import KonnectivityAgent, agent_endpoint
 from components.kubeconfig import client_certificate_kubeconfig
 from components.names import ObjectNames, labels
+from components.node_join import NodeJoin
 from components.pki import ADMIN_USER, Pki
 from components.scheduler import Scheduler
+from components.workload import secret_of_files
 
 
 class ControlPlane(pulumi.ComponentResource):
@@ -62,17 +67,61 @@ class ControlPlane(pulumi.ComponentResource):
             client_key_pem=admin.key_pem,
         )
         # The admin kubeconfig also lives in the namespace, for in-cluster tooling of the tenant.
-        k8s.core.v1.Secret(
+        secret_of_files(
             f"{name}-admin-kubeconfig",
-            metadata={
+            {
                 "name": names.admin_kubeconfig,
                 "namespace": settings.namespace,
                 "labels": labels(names.cluster, "admin-kubeconfig"),
             },
-            type="Opaque",
-            string_data={"kubeconfig": self.kubeconfig},
-            opts=pulumi.ResourceOptions(parent=self, provider=provider),
+            {"kubeconfig": self.kubeconfig},
+            pulumi.ResourceOptions(parent=self, provider=provider),
         )
+        # The tenant cluster itself, as its admin; used only once the API is up and exposed.
+        self.tenant_provider = k8s.Provider(
+            f"{name}-tenant",
+            kubeconfig=self.kubeconfig,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[api_server, exposure]),
+        )
+        in_tenant = pulumi.ResourceOptions(parent=self)
+        if settings.node_api_address is not None:
+            InClusterApi(
+                f"{name}-in-cluster-api",
+                settings.node_api_address,
+                settings.node_api_port,
+                self.tenant_provider,
+                opts=in_tenant,
+            )
+
+        # What worker nodes need to join (kubeadm's bootstrap-token and upload-config phases).
+        node_join = NodeJoin(
+            f"{name}-node-join",
+            settings,
+            pki.ca_cert_pem,
+            self.endpoint,
+            self.tenant_provider,
+            opts=in_tenant,
+        )
+        self.join_command = node_join.join_command
+        self.bootstrap_kubeconfig = node_join.bootstrap_kubeconfig
+        if settings.core_dns:
+            CoreDns(f"{name}-coredns", settings, self.tenant_provider, opts=in_tenant)
+        if settings.kube_proxy:
+            KubeProxy(
+                f"{name}-kube-proxy", settings, self.endpoint, self.tenant_provider, opts=in_tenant
+            )
+
+        if settings.konnectivity:
+            host, port = agent_endpoint(settings, settings.konnectivity_node_port)
+            KonnectivityAgent(
+                f"{name}-konnectivity-agent",
+                settings,
+                host,
+                port,
+                self.tenant_provider,
+                opts=in_tenant,
+            )
+
         self.cluster_ca_certificate = pki.ca_cert_pem
         self.namespace = settings.namespace
         self.kubernetes_version = settings.release.version
@@ -83,5 +132,7 @@ class ControlPlane(pulumi.ComponentResource):
                 "clusterCaCertificate": self.cluster_ca_certificate,
                 "namespace": self.namespace,
                 "kubernetesVersion": self.kubernetes_version,
+                "joinCommand": self.join_command,
+                "bootstrapKubeconfig": self.bootstrap_kubeconfig,
             }
         )

@@ -19,13 +19,13 @@ from components.podspec import (
     empty_dir_volume,
     http_probe,
     mount,
-    pod_disruption_budget_spec,
     pod_env_from_field,
     pod_security_context,
     resources,
     secret_volume,
     spread_over_nodes,
 )
+from components.workload import disruption_budget, secret_of_files
 
 CLIENT_PORT = 2379
 PEER_PORT = 2380
@@ -219,13 +219,7 @@ class Etcd(pulumi.ComponentResource):
         healthcheck = pki.leaves["etcd-healthcheck-client"]
         files["healthcheck-client.crt"] = healthcheck.cert_pem
         files["healthcheck-client.key"] = healthcheck.key_pem
-        secret = k8s.core.v1.Secret(
-            f"{name}-pki",
-            metadata=metadata(etcd_secret_name(names)),
-            type="Opaque",
-            string_data={key: pulumi.Output.secret(value) for key, value in files.items()},
-            opts=child,
-        )
+        secret = secret_of_files(f"{name}-pki", metadata(etcd_secret_name(names)), files, child)
         peer_service = k8s.core.v1.Service(
             f"{name}-peer",
             metadata=metadata(names.etcd_peer),
@@ -244,11 +238,8 @@ class Etcd(pulumi.ComponentResource):
             spec=etcd_network_policy_spec(names, api_server_labels),
             opts=child,
         )
-        k8s.policy.v1.PodDisruptionBudget(
-            f"{name}-pdb",
-            metadata=metadata(names.etcd),
-            spec=pod_disruption_budget_spec(etcd_labels(names), settings.etcd_replicas),
-            opts=child,
+        disruption_budget(
+            f"{name}-pdb", metadata(names.etcd), etcd_labels(names), settings.etcd_replicas, child
         )
         self.statefulset = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",

@@ -13,6 +13,7 @@ import pulumi_kubernetes as k8s
 
 from components.apiserver import SECURE_PORT, api_server_labels
 from components.config import ControlPlaneSettings
+from components.konnectivity import agent_service_port
 from components.names import ObjectNames, labels
 from components.podspec import Manifest
 
@@ -50,6 +51,9 @@ def external_service_spec(settings: ControlPlaneSettings, names: ObjectNames) ->
             spec["loadBalancerIP"] = exposure.load_balancer_ip
     else:
         raise ValueError(f"exposure mode {exposure.mode!r} uses an Ingress, not a Service")
+    if settings.konnectivity:
+        # Agents on the tenant's nodes dial the proxy-server sidecars on the same address.
+        spec["ports"].append(agent_service_port(settings, settings.konnectivity_node_port))
     return spec
 
 

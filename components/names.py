@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PART_OF = "k8s-on-k8s"
+# kube-apiserver's port, in its pods and on its in-namespace Service.
+API_SERVER_PORT = 6443
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,11 @@ class ObjectNames:
     @property
     def api_server(self) -> str:
         return f"{self.cluster}-apiserver"
+
+    @property
+    def api_server_pki(self) -> str:
+        """Secret with the apiserver's certificates, keys and encryption configuration."""
+        return f"{self.api_server}-pki"
 
     @property
     def controller_manager(self) -> str:
@@ -75,7 +82,7 @@ class ObjectNames:
     @property
     def api_server_internal_url(self) -> str:
         """How the controller-manager and scheduler reach the apiserver: its Service."""
-        return f"https://{self.service_fqdn(self.api_server)}:6443"
+        return f"https://{self.service_fqdn(self.api_server)}:{API_SERVER_PORT}"
 
 
 def labels(cluster: str, component: str) -> dict[str, str]:

@@ -51,6 +51,13 @@ class CertificateSpec:
     ip_addresses: tuple[str, ...] = field(default=())
 
 
+# The konnectivity proxy-server's identity for TokenReviews of its agents (no group: RBAC in the
+# tenant binds this user to system:auth-delegator).
+KONNECTIVITY_SERVER_CLIENT = CertificateSpec(
+    "konnectivity-server-client", CLUSTER_CA, "system:konnectivity-server", CLIENT
+)
+
+
 def etcd_server_cert_name(member: str) -> str:
     return f"{member}-server"
 
@@ -100,6 +107,8 @@ def certificate_plan(settings: ControlPlaneSettings, names: ObjectNames) -> list
         CertificateSpec("controller-manager", CLUSTER_CA, "system:kube-controller-manager", CLIENT),
         CertificateSpec("scheduler", CLUSTER_CA, "system:kube-scheduler", CLIENT),
     ]
+    if settings.konnectivity:
+        plan.append(KONNECTIVITY_SERVER_CLIENT)
     local_dns, local_ips = ("localhost",), ("127.0.0.1", "::1")
     client_service_dns = tuple(names.service_dns_names(names.etcd))
     for member in names.etcd_members(settings.etcd_replicas):

@@ -6,7 +6,6 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.config import ControlPlaneSettings
-from components.kubeconfig import client_certificate_kubeconfig
 from components.names import ObjectNames, labels
 from components.pki import Pki
 from components.podspec import (
@@ -16,10 +15,10 @@ from components.podspec import (
     empty_dir_volume,
     https_probe,
     mount,
-    pod_disruption_budget_spec,
     resources,
     secret_volume,
 )
+from components.workload import disruption_budget, in_namespace_kubeconfig, secret_of_files
 
 SECURE_PORT = 10259
 CONFIG_DIR = "/etc/kubernetes/scheduler"
@@ -91,27 +90,15 @@ class Scheduler(pulumi.ComponentResource):
             "namespace": settings.namespace,
             "labels": scheduler_labels(names),
         }
-        client = pki.leaves["scheduler"]
-        kubeconfig = client_certificate_kubeconfig(
-            cluster_name=names.cluster,
-            server=names.api_server_internal_url,
-            ca_cert_pem=pki.ca_cert_pem,
-            user=USER,
-            client_cert_pem=client.cert_pem,
-            client_key_pem=client.key_pem,
-        )
-        secret = k8s.core.v1.Secret(
+        kubeconfig = in_namespace_kubeconfig(names, pki, "scheduler", USER)
+        secret = secret_of_files(
             f"{name}-config",
-            metadata={**metadata, "name": scheduler_secret_name(names)},
-            type="Opaque",
-            string_data={"kubeconfig": kubeconfig},
-            opts=child,
+            {**metadata, "name": scheduler_secret_name(names)},
+            {"kubeconfig": kubeconfig},
+            child,
         )
-        k8s.policy.v1.PodDisruptionBudget(
-            f"{name}-pdb",
-            metadata=metadata,
-            spec=pod_disruption_budget_spec(scheduler_labels(names), settings.scheduler_replicas),
-            opts=child,
+        disruption_budget(
+            f"{name}-pdb", metadata, scheduler_labels(names), settings.scheduler_replicas, child
         )
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",

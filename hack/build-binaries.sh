@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the binaries the e2e rig and the tenant images need, from the Go module proxy only:
 #   kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl kubeadm
-#   etcd etcdctl pause coredns
+#   etcd etcdctl pause coredns proxy-server proxy-agent
 # into ${K8S_ON_K8S_CACHE:-/var/cache/k8s-on-k8s}/<version>/bin (outside the work tree).
 #
 # Usage: hack/build-binaries.sh [K8S_VERSION]   (only v1.37.2: the wrapper go.mod pins it)
@@ -14,6 +14,10 @@ readonly SUPPORTED_K8S_VERSION="v1.37.2"
 readonly ETCD_VERSION="v3.7.0"
 readonly PAUSE_VERSION="3.10.2"
 readonly COREDNS_VERSION="v1.14.6"
+# Konnectivity (apiserver-network-proxy): v0.36.0 is the release whose konnectivity-client
+# Kubernetes v1.37.2 links (hack/build/kubernetes/go.mod); hack/build/konnectivity/go.mod pins it.
+readonly KONNECTIVITY_VERSION="v0.36.0"
+readonly KONNECTIVITY_MODULE="sigs.k8s.io/apiserver-network-proxy"
 
 k8s_version="${1:-${SUPPORTED_K8S_VERSION}}"
 if [[ "${k8s_version}" != "${SUPPORTED_K8S_VERSION}" ]]; then
@@ -54,12 +58,26 @@ version_command() { # name
   esac
 }
 
+# Prints what identifies a binary's version. proxy-server and proxy-agent have no version flag:
+# check that they run (--help) and print the module versions Go embeds in every binary.
+version_output() { # name
+  local binary="${bin_dir}/$1"
+  case "$1" in
+    proxy-server | proxy-agent)
+      "${binary}" --help >/dev/null 2>&1 && go version -m "${binary}"
+      ;;
+    *)
+      # shellcheck disable=SC2046 # the version command is meant to split into words
+      "${binary}" $(version_command "$1") 2>&1
+      ;;
+  esac
+}
+
 # True when the binary exists and its version output mentions the expected version.
 is_usable() { # name expected_version
   local binary="${bin_dir}/$1" output
   [[ -x "${binary}" ]] || return 1
-  # shellcheck disable=SC2046 # the version command is meant to split into words
-  output="$("${binary}" $(version_command "$1") 2>&1)" || return 1
+  output="$(version_output "$1")" || return 1
   [[ "${output}" == *"$2"* ]]
 }
 
@@ -120,6 +138,15 @@ build etcdctl "${ETCD_VERSION#v}" "${build_dir}/etcd" go.etcd.io/etcd/etcdctl/v3
 build pause "${PAUSE_VERSION}" "${build_dir}/pause" . "-X main.version=${PAUSE_VERSION}"
 build coredns "${COREDNS_VERSION#v}" "${build_dir}/coredns" github.com/coredns/coredns \
   "-X github.com/coredns/coredns/coremain.GitCommit=${COREDNS_VERSION}"
+
+# --- Konnectivity (proxy-server, proxy-agent) ---------------------------------------------------
+# `go version -m` prints "mod<TAB>sigs.k8s.io/apiserver-network-proxy<TAB>v0.36.0<TAB>h1:…" (the
+# module of the main package); a binary from another release or a broken one is rebuilt.
+konnectivity_expected="${KONNECTIVITY_MODULE}"$'\t'"${KONNECTIVITY_VERSION}"
+build proxy-server "${konnectivity_expected}" "${build_dir}/konnectivity" \
+  "${KONNECTIVITY_MODULE}/cmd/server" ""
+build proxy-agent "${konnectivity_expected}" "${build_dir}/konnectivity" \
+  "${KONNECTIVITY_MODULE}/cmd/agent" ""
 
 log "all binaries ready in ${bin_dir} (total $((SECONDS - total_started))s)"
 ls -l "${bin_dir}"

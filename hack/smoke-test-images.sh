@@ -64,6 +64,9 @@ run_in_image registry.k8s.io/kube-scheduler:v1.37.2 kube-scheduler --version
 run_in_image registry.k8s.io/kube-proxy:v1.37.2 kube-proxy --version
 run_in_image registry.k8s.io/pause:3.10.2 /pause --version
 run_in_image registry.k8s.io/coredns/coredns:v1.14.6 /coredns -version
+# No version flag upstream: --help parses every flag and exits 0.
+run_in_image registry.k8s.io/kas-network-proxy/proxy-server:v0.36.0 /proxy-server --help
+run_in_image registry.k8s.io/kas-network-proxy/proxy-agent:v0.36.0 /proxy-agent --help
 
 if ((failures > 0)); then
   echo "${failures} smoke test(s) failed; containerd log:" >&2

@@ -318,6 +318,11 @@ class ProgramRun:
             raise KeyError(f"{len(matches)} resources named {name!r}")
         return matches[0]
 
+    def objects_through(self, provider_name: str) -> list[RegisteredResource]:
+        """Kubernetes objects sent through the provider of that name."""
+        marker = f"pulumi:providers:kubernetes::{provider_name}::"
+        return [r for r in self.kubernetes_objects() if r.provider and marker in r.provider]
+
     def kubernetes_objects(self) -> list[RegisteredResource]:
         return [
             r

@@ -9,6 +9,7 @@ Outside CI a missing prerequisite skips the e2e tests; with CI=true it fails the
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from tests.e2e.infra import InfraCluster, RigSettings, missing_prerequisites  # noqa: E402
 from tests.e2e.infra.processes import log  # noqa: E402
+from tests.e2e.tenant import FIGURES, Tenant, deploy_tenant  # noqa: E402
 
 
 def _in_ci() -> bool:
@@ -55,3 +57,11 @@ def infra_cluster() -> Iterator[InfraCluster]:
         yield cluster
     finally:
         cluster.stop(verify=True)
+
+
+@pytest.fixture(scope="session")
+def tenant(infra_cluster: InfraCluster) -> Iterator[Tenant]:
+    """One tenant control plane, deployed by the program onto the rig, for every test module."""
+    deployed = deploy_tenant(infra_cluster)
+    yield deployed
+    print("\nfigures: " + json.dumps(FIGURES, indent=2))

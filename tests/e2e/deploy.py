@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.harness import MockState, ProgramRun, run_program
+from tests.harness import MockState, ProgramRun, RegisteredResource, run_program
 
 FIELD_MANAGER = "pulumi-kubernetes"
 
@@ -24,14 +24,23 @@ FIELD_MANAGER = "pulumi-kubernetes"
 # comes first, so a pod never starts without its Secret.
 KIND_ORDER = [
     "NetworkPolicy",
+    "ServiceAccount",
     "Secret",
     "ConfigMap",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
     "Service",
+    "Endpoints",
+    "EndpointSlice",
     "PodDisruptionBudget",
+    "DaemonSet",
     "StatefulSet",
     "Deployment",
     "Ingress",
 ]
+INFRA_PROVIDER = "infra"
 
 
 def as_manifest(value: Any) -> Any:
@@ -58,10 +67,8 @@ def secret_with_data(manifest: dict[str, Any]) -> dict[str, Any]:
     return converted
 
 
-def manifests_of(run: ProgramRun) -> list[dict[str, Any]]:
-    manifests = [
-        secret_with_data(as_manifest(resource.inputs)) for resource in run.kubernetes_objects()
-    ]
+def manifests_of(resources: list[RegisteredResource]) -> list[dict[str, Any]]:
+    manifests = [secret_with_data(as_manifest(resource.inputs)) for resource in resources]
     unknown = {m["kind"] for m in manifests} - set(KIND_ORDER)
     if unknown:
         raise ValueError(f"no apply order known for kinds {sorted(unknown)}")
@@ -71,24 +78,26 @@ def manifests_of(run: ProgramRun) -> list[dict[str, Any]]:
 @dataclass
 class Deployment:
     run: ProgramRun
-    manifests: list[dict[str, Any]]
+    manifests: list[dict[str, Any]]  # for the infrastructure cluster (the tenant namespace)
+    tenant_manifests: list[dict[str, Any]]  # for the tenant cluster, once its API answers
 
 
 def render(config: Mapping[str, Any], state: MockState) -> Deployment:
     run = run_program(config, state=state, stack="e2e")
-    return Deployment(run, manifests_of(run))
+    infra = run.objects_through(INFRA_PROVIDER)
+    tenant = [r for r in run.kubernetes_objects() if r not in infra]
+    return Deployment(run, manifests_of(infra), manifests_of(tenant))
 
 
-def server_side_apply(
-    kubectl: Path, kubeconfig: Path, manifests: list[dict[str, Any]]
+def _kubectl_server_side(
+    verb: str, kubectl: Path, kubeconfig: Path, manifests: list[dict[str, Any]], check: bool
 ) -> subprocess.CompletedProcess[str]:
-    """One `kubectl apply --server-side` of every manifest, in the given order."""
     document = {"apiVersion": "v1", "kind": "List", "items": manifests}
     return subprocess.run(
         [
             str(kubectl),
             f"--kubeconfig={kubeconfig}",
-            "apply",
+            verb,
             "--server-side",
             f"--field-manager={FIELD_MANAGER}",
             "-f",
@@ -97,6 +106,20 @@ def server_side_apply(
         input=json.dumps(document),
         capture_output=True,
         text=True,
-        check=True,
+        check=check,
         timeout=120,
     )
+
+
+def server_side_apply(
+    kubectl: Path, kubeconfig: Path, manifests: list[dict[str, Any]]
+) -> subprocess.CompletedProcess[str]:
+    """One `kubectl apply --server-side` of every manifest, in the given order."""
+    return _kubectl_server_side("apply", kubectl, kubeconfig, manifests, check=True)
+
+
+def server_side_diff(
+    kubectl: Path, kubeconfig: Path, manifests: list[dict[str, Any]]
+) -> subprocess.CompletedProcess[str]:
+    """`kubectl diff --server-side`: exit 0 when applying would change nothing, 1 when it would."""
+    return _kubectl_server_side("diff", kubectl, kubeconfig, manifests, check=False)

@@ -13,6 +13,7 @@ import json
 import ssl
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -287,9 +288,18 @@ def test_kubernetes_service_ip_reaches_apiserver_via_kube_proxy(
             time.sleep(1)
 
 
-def _etcd_health(url: str) -> dict:
-    with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
-        return json.loads(response.read())
+def _etcd_health(url: str, attempts: int = 30) -> dict:
+    """etcd's /health at `url`; a fresh Service answers once kube-proxy has synced its rules,
+    so a refused connection is retried for a while (bounded: `attempts` seconds)."""
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+                return json.loads(response.read())
+        except urllib.error.URLError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1)
+    raise AssertionError("unreachable")
 
 
 def test_host_reaches_pod_cluster_ip_and_node_port(smoke_workloads: InfraCluster) -> None:

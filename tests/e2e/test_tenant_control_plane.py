@@ -10,127 +10,26 @@ from __future__ import annotations
 import base64
 import json
 import ssl
-import subprocess
-import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from tests.e2e.deploy import Deployment, render, server_side_apply
+from tests.e2e.deploy import render, server_side_apply, server_side_diff
 from tests.e2e.infra import InfraCluster
-from tests.harness import MockState
-
-NODE_PORT = 31443
-CLUSTER = "e2e"
-FIGURES: dict[str, Any] = {}
-
-
-def stack_config(infra: InfraCluster) -> dict[str, str]:
-    return {
-        "clusterName": CLUSTER,
-        "namespace": infra.namespace,
-        # Nodes and clients reach the API on the rig node's address, so that is the API host.
-        "apiHost": infra.node_ip,
-        "exposure": "nodePort",
-        "nodePort": str(NODE_PORT),
-        "etcdReplicas": "3",
-        "etcdStorageSize": "1Gi",
-        "etcdStorageClass": infra.settings.storage_class,
-    }
-
-
-@dataclass
-class Tenant:
-    infra: InfraCluster
-    state: MockState
-    deployment: Deployment
-    kubeconfig: Path
-    ca_file: Path
-
-    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(self.infra.kubectl_path), f"--kubeconfig={self.kubeconfig}", *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=check,
-        )
-
-
-def pods(infra: InfraCluster) -> list[dict[str, Any]]:
-    return infra.kubectl_json("get", "pods", "-n", infra.namespace, tenant=True)["items"]
-
-
-def is_ready(pod: dict[str, Any]) -> bool:
-    conditions = pod.get("status", {}).get("conditions", [])
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-
-def wait_for(description: str, check: Any, timeout: float, interval: float = 2.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {description}; last: {last}")
-
-
-def expected_pod_count(config: dict[str, str]) -> int:
-    return int(config["etcdReplicas"]) + 2 + 2 + 2  # etcd + apiserver + kcm + scheduler
-
-
-def all_pods_ready(infra: InfraCluster, count: int) -> bool:
-    current = pods(infra)
-    return len(current) == count and all(is_ready(p) for p in current)
-
-
-def describe_pods(infra: InfraCluster) -> str:
-    lines = []
-    for pod in pods(infra):
-        statuses = pod.get("status", {}).get("containerStatuses", [])
-        states = [
-            json.dumps(s.get("state")) + f" restarts={s.get('restartCount')}" for s in statuses
-        ]
-        lines.append(f"{pod['metadata']['name']}: ready={is_ready(pod)} {' '.join(states)}")
-    return "\n".join(lines)
-
-
-@pytest.fixture(scope="module")
-def tenant(infra_cluster: InfraCluster) -> Iterator[Tenant]:
-    state = MockState()
-    config = stack_config(infra_cluster)
-    deployment = render(config, state)
-    workdir = Path(tempfile.mkdtemp(prefix="tenant-"))
-    kubeconfig = workdir / "kubeconfig"
-    kubeconfig.write_text(deployment.run.outputs["kubeconfig"])
-    kubeconfig.chmod(0o600)
-    ca_file = workdir / "ca.crt"
-    ca_file.write_text(deployment.run.outputs["clusterCaCertificate"])
-
-    started = time.monotonic()
-    server_side_apply(
-        infra_cluster.kubectl_path, infra_cluster.tenant_kubeconfig, deployment.manifests
-    )
-    try:
-        wait_for(
-            "every tenant control plane pod to be Ready",
-            lambda: all_pods_ready(infra_cluster, expected_pod_count(config)),
-            timeout=420,
-        )
-    except AssertionError:
-        print(describe_pods(infra_cluster))
-        raise
-    FIGURES["apply to all pods Ready (s)"] = round(time.monotonic() - started, 1)
-    yield Tenant(infra_cluster, state, deployment, kubeconfig, ca_file)
-    print("\nfigures: " + json.dumps(FIGURES, indent=2))
+from tests.e2e.tenant import (
+    CLUSTER,
+    FIGURES,
+    NODE_PORT,
+    Tenant,
+    all_pods_ready,
+    expected_pod_count,
+    is_ready,
+    pods,
+    stack_config,
+    wait_for,
+)
 
 
 def client_context(tenant: Tenant) -> ssl.SSLContext:
@@ -251,19 +150,53 @@ def test_etcd_data_survives_deleting_every_etcd_pod(tenant: Tenant) -> None:
 
     started = time.monotonic()
     wait_for("the etcd members to come back", members_back, timeout=300)
+    # The apiservers may have restarted while etcd was gone (their liveness checks etcd): wait
+    # until every control plane pod is Ready again, then until reads keep working.
     wait_for(
-        "the tenant API to answer again",
-        lambda: (
-            tenant.kubectl("get", "configmap", "e2e-proof", "-n", "default", check=False).returncode
-            == 0
-        ),
-        timeout=120,
+        "every tenant control plane pod to be Ready again",
+        lambda: all_pods_ready(infra, expected_pod_count(stack_config(infra))),
+        timeout=300,
+    )
+    read_streak = {"count": 0}
+
+    def reads_keep_working() -> bool:
+        result = tenant.kubectl(
+            "get", "configmap", "e2e-proof", "-n", "default", "-o", "json", check=False
+        )
+        read_streak["count"] = read_streak["count"] + 1 if result.returncode == 0 else 0
+        return read_streak["count"] >= 5
+
+    wait_for(
+        "five reads in a row through the tenant API", reads_keep_working, timeout=180, interval=1
     )
     FIGURES["etcd pods deleted to data readable (s)"] = round(time.monotonic() - started, 1)
     read = json.loads(
         tenant.kubectl("get", "configmap", "e2e-proof", "-n", "default", "-o", "json").stdout
     )
     assert read["data"] == {"written": "before-etcd-restart"}
+
+
+def test_kubernetes_default_leads_to_the_node_port(tenant: Tenant) -> None:
+    """In-cluster clients on tenant nodes reach the API where the nodes can: the NodePort."""
+    slices = json.loads(
+        tenant.kubectl(
+            "get",
+            "endpointslices",
+            "-n",
+            "default",
+            "-l",
+            "kubernetes.io/service-name=kubernetes",
+            "-o",
+            "json",
+        ).stdout
+    )["items"]
+    assert len(slices) == 1, [s["metadata"]["name"] for s in slices]
+    assert slices[0]["endpoints"][0]["addresses"] == [tenant.infra.node_ip]
+    assert slices[0]["ports"][0]["port"] == NODE_PORT
+    service = json.loads(
+        tenant.kubectl("get", "service", "kubernetes", "-n", "default", "-o", "json").stdout
+    )
+    assert service["spec"]["ports"][0]["name"] == slices[0]["ports"][0]["name"] == "https"
 
 
 def generations(infra: InfraCluster) -> dict[str, Any]:
@@ -286,26 +219,14 @@ def test_applying_the_same_program_again_changes_nothing(tenant: Tenant) -> None
     infra = tenant.infra
     again = render(stack_config(infra), tenant.state)
     assert again.manifests == tenant.deployment.manifests
-    diff = subprocess.run(
-        [
-            str(infra.kubectl_path),
-            f"--kubeconfig={infra.tenant_kubeconfig}",
-            "diff",
-            "--server-side",
-            "--field-manager=pulumi-kubernetes",
-            "-f",
-            "-",
-        ],
-        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": again.manifests}),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    diff = server_side_diff(infra.kubectl_path, infra.tenant_kubeconfig, again.manifests)
     assert diff.returncode == 0, diff.stdout + diff.stderr
     before = generations(infra)
     server_side_apply(infra.kubectl_path, infra.tenant_kubeconfig, again.manifests)
     assert generations(infra) == before
+    assert again.tenant_manifests == tenant.deployment.tenant_manifests
+    tenant_diff = server_side_diff(infra.kubectl_path, tenant.kubeconfig, again.tenant_manifests)
+    assert tenant_diff.returncode == 0, tenant_diff.stdout + tenant_diff.stderr
 
 
 def test_memory_of_the_tenant_control_plane(tenant: Tenant) -> None:

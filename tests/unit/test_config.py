@@ -133,6 +133,16 @@ BAD_INPUTS = {
         "RFC 3339",
     ),
     "add-on switch not boolean": ({"coreDns": "maybe"}, "coreDns", "true or false"),
+    "konnectivity behind ingress": (
+        {"konnectivity": "true"},
+        "konnectivity",
+        "loadBalancer or nodePort",
+    ),
+    "konnectivity port equal to the API node port": (
+        {"exposure": "nodePort", "apiHost": "192.0.2.1", "konnectivityNodePort": "31443"},
+        "konnectivityNodePort",
+        "other than nodePort",
+    ),
     "node port with no address nodes can reach": (
         {"exposure": "nodePort", "apiHost": "api.example.com"},
         "apiAdvertiseAddress",

@@ -40,7 +40,7 @@ def run() -> ProgramRun:
 def pod_specs(run: ProgramRun) -> list[tuple[str, dict[str, Any]]]:
     """Pod templates, with a StatefulSet's claim templates listed as PVC volumes."""
     specs = []
-    for r in run.kubernetes_objects():
+    for r in run.objects_through("infra"):
         if r.type not in ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet"):
             continue
         pod = dict(r.inputs["spec"]["template"]["spec"])
@@ -56,18 +56,22 @@ def pod_specs(run: ProgramRun) -> list[tuple[str, dict[str, Any]]]:
 @pytest.mark.parametrize("exposure", ["ingress", "loadBalancer", "nodePort"])
 def test_every_object_is_namespaced_in_the_configured_namespace(exposure: str) -> None:
     run = run_program({**CONFIG, "exposure": exposure, "apiAdvertiseAddress": "192.0.2.9"})
-    objects = run.kubernetes_objects()
+    objects = run.objects_through("infra")
     assert len(objects) >= 15
     for obj in objects:
         assert obj.type in NAMESPACED_KINDS, obj.type
         assert obj.inputs["metadata"]["namespace"] == "tenant-green", obj.name
 
 
-def test_every_object_goes_through_the_one_explicit_provider(run: ProgramRun) -> None:
+def test_every_object_goes_through_one_of_the_two_explicit_providers(run: ProgramRun) -> None:
     providers = run.of_type("pulumi:providers:kubernetes")
-    assert [p.name for p in providers] == ["infra"]
-    for obj in run.kubernetes_objects():
-        assert obj.provider and "pulumi:providers:kubernetes::infra::" in obj.provider, obj.name
+    assert sorted(p.name for p in providers) == ["green-tenant", "infra"]
+    infra, tenant = run.objects_through("infra"), run.objects_through("green-tenant")
+    assert len(infra) + len(tenant) == len(run.kubernetes_objects())
+    # The tenant provider is the tenant's own API, reached with the admin kubeconfig.
+    tenant_provider = next(p for p in providers if p.name == "green-tenant")
+    assert tenant_provider.inputs["kubeconfig"] == run.outputs["kubeconfig"]
+    assert "kubeconfig" in tenant_provider.secret_paths
 
 
 def test_outputs(run: ProgramRun) -> None:
@@ -78,7 +82,7 @@ def test_outputs(run: ProgramRun) -> None:
 
 
 def test_no_secret_in_a_plain_output(run: ProgramRun) -> None:
-    assert run.secret_outputs == {"kubeconfig"}
+    assert run.secret_outputs == {"kubeconfig", "joinCommand", "bootstrapKubeconfig"}
     for name, value in run.outputs.items():
         if name not in run.secret_outputs:
             assert "PRIVATE KEY" not in json.dumps(value), name
@@ -97,7 +101,17 @@ def test_every_key_reaches_kubernetes_only_as_secret_data(run: ProgramRun) -> No
             assert secret, f"{obj.name}/{file_name} is plain"
 
 
-def test_pods_meet_pod_security_restricted(run: ProgramRun) -> None:
+KONNECTIVITY = {
+    **CONFIG,
+    "exposure": "nodePort",
+    "apiAdvertiseAddress": "192.0.2.9",
+    "konnectivity": "true",
+}
+
+
+@pytest.mark.parametrize("config", [CONFIG, KONNECTIVITY], ids=["plain", "konnectivity"])
+def test_pods_meet_pod_security_restricted(config: dict[str, str]) -> None:
+    run = run_program(config)
     specs = pod_specs(run)
     assert len(specs) == 4
     for name, pod in specs:
@@ -185,18 +199,100 @@ def test_a_change_does_show_up_where_it_should() -> None:
     assert after[deployment].inputs["spec"]["replicas"] == 4
 
 
-def test_children_are_parented_to_their_component(run: ProgramRun) -> None:
-    components = {r.name: r for r in run.resources if r.type.startswith("k8s-on-k8s:index:")}
-    assert set(components) == {
-        "green",
-        "green-pki",
-        "green-etcd",
-        "green-apiserver",
-        "green-controller-manager",
-        "green-scheduler",
-        "green-exposure",
-    }
+def test_one_component_per_concern_and_names_derived_from_the_cluster(run: ProgramRun) -> None:
+    components = {r.name: r.type for r in run.resources if r.type.startswith("k8s-on-k8s:index:")}
+    assert components == {
+        "green": "k8s-on-k8s:index:ControlPlane",
+        "green-pki": "k8s-on-k8s:index:Pki",
+        "green-etcd": "k8s-on-k8s:index:Etcd",
+        "green-apiserver": "k8s-on-k8s:index:ApiServer",
+        "green-controller-manager": "k8s-on-k8s:index:ControllerManager",
+        "green-scheduler": "k8s-on-k8s:index:Scheduler",
+        "green-exposure": "k8s-on-k8s:index:Exposure",
+        "green-node-join": "k8s-on-k8s:index:NodeJoin",
+        "green-coredns": "k8s-on-k8s:index:CoreDns",
+        "green-kube-proxy": "k8s-on-k8s:index:KubeProxy",
+    }  # ingress exposure: no InClusterApi
     for resource in run.resources:
         if resource.type == "pulumi:providers:kubernetes":
             continue
         assert resource.name.startswith("green"), resource.name
+
+
+def test_kubernetes_default_leads_to_the_node_port_on_tenant_nodes() -> None:
+    run = run_program(
+        {**CONFIG, "exposure": "nodePort", "nodePort": "30123", "apiAdvertiseAddress": "192.0.2.9"}
+    )
+    tenant = {o.inputs["kind"]: o.inputs for o in run.objects_through("green-tenant")}
+    assert tenant["Endpoints"]["metadata"] == {
+        "name": "kubernetes",
+        "namespace": "default",
+        "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"},
+    }
+    subset = tenant["Endpoints"]["subsets"][0]
+    assert subset["addresses"] == [{"ip": "192.0.2.9"}]
+    assert subset["ports"][0]["port"] == 30123
+    assert tenant["EndpointSlice"]["endpoints"][0]["addresses"] == ["192.0.2.9"]
+    assert (
+        tenant["EndpointSlice"]["metadata"]["labels"]["kubernetes.io/service-name"] == "kubernetes"
+    )
+    deployment = run.named("green-apiserver-deployment").inputs
+    command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert "--endpoint-reconciler-type=none" in command
+
+
+def test_ingress_keeps_the_endpoint_reconciler() -> None:
+    run = run_program(CONFIG)
+    assert not [o for o in run.objects_through("green-tenant") if o.inputs["kind"] == "Endpoints"]
+    deployment = run.named("green-apiserver-deployment").inputs
+    command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert not any(arg.startswith("--endpoint-reconciler-type") for arg in command)
+
+
+def test_add_ons_can_be_switched_off() -> None:
+    def tenant_kinds(**switches: str) -> set[str]:
+        run = run_program({**CONFIG, **switches})
+        return {o.inputs["kind"] for o in run.objects_through("green-tenant")}
+
+    assert {"Deployment", "DaemonSet"} <= tenant_kinds()
+    assert "DaemonSet" not in tenant_kinds(kubeProxy="false")
+    assert "Deployment" not in tenant_kinds(coreDns="false")
+
+
+def test_join_outputs(run: ProgramRun) -> None:
+    command = run.outputs["joinCommand"]
+    assert command.startswith("kubeadm join api.green.example.com:443 --token ")
+    bootstrap = run.outputs["bootstrapKubeconfig"]
+    assert "server: https://api.green.example.com" in bootstrap
+    token = command.split("--token ")[1].split()[0]
+    assert f"token: {token}" in bootstrap
+
+
+def test_konnectivity_wiring() -> None:
+    run = run_program(KONNECTIVITY)
+    api = run.named("green-apiserver-deployment").inputs["spec"]["template"]["spec"]
+    assert [c["name"] for c in api["containers"]] == ["kube-apiserver", "konnectivity-server"]
+    assert any(
+        a.startswith("--egress-selector-config-file=") for a in api["containers"][0]["command"]
+    )
+    service = run.named("green-exposure-service").inputs["spec"]
+    assert {p["name"]: p.get("nodePort") for p in service["ports"]} == {
+        "https": 31443,
+        "konnectivity": 31132,
+    }
+    tenant_kinds = {
+        (o.inputs["kind"], o.inputs["metadata"]["name"])
+        for o in run.objects_through("green-tenant")
+    }
+    assert ("DaemonSet", "konnectivity-agent") in tenant_kinds
+    assert ("ClusterRoleBinding", "system:konnectivity-server") in tenant_kinds
+    secret_names = {
+        o.inputs["metadata"]["name"]
+        for o in run.objects_through("infra")
+        if o.inputs["kind"] == "Secret"
+    }
+    assert "green-konnectivity-server-kubeconfig" in secret_names
+
+
+def test_konnectivity_is_off_by_default(run: ProgramRun) -> None:
+    assert not [r for r in run.resources if "konnectivity" in r.name]

@@ -21,6 +21,9 @@ KUBERNETES_VERSION = "v1.37.2"
 ETCD_IMAGE_TAG = "3.7.0-0"
 PAUSE_VERSION = "3.10.2"
 COREDNS_VERSION = "v1.14.6"
+# apiserver-network-proxy (Konnectivity): the release whose konnectivity-client v1.37.2 links.
+# Upstream tags its images with the module version: kas-network-proxy/proxy-server:v0.36.0.
+KONNECTIVITY_VERSION = "v0.36.0"
 CAP_NET_BIND_SERVICE = 10
 
 
@@ -74,6 +77,19 @@ IMAGES: tuple[ImageSpec, ...] = (
         # listen on port 53.
         user=f"{oci.NONROOT_UID}:{oci.NONROOT_UID}",
         xattrs={"/coredns": (oci.file_capability(CAP_NET_BIND_SERVICE),)},
+    ),
+    # As upstream (distroless static, nonroot): the binary at the root, run as the entrypoint.
+    ImageSpec(
+        reference=f"{REGISTRY}/kas-network-proxy/proxy-server:{KONNECTIVITY_VERSION}",
+        binaries={"/proxy-server": "proxy-server"},
+        entrypoint=["/proxy-server"],
+        user=f"{oci.NONROOT_UID}:{oci.NONROOT_UID}",
+    ),
+    ImageSpec(
+        reference=f"{REGISTRY}/kas-network-proxy/proxy-agent:{KONNECTIVITY_VERSION}",
+        binaries={"/proxy-agent": "proxy-agent"},
+        entrypoint=["/proxy-agent"],
+        user=f"{oci.NONROOT_UID}:{oci.NONROOT_UID}",
     ),
 )
 

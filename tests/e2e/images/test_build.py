@@ -20,6 +20,8 @@ BINARIES = [
     "etcdctl",
     "pause",
     "coredns",
+    "proxy-server",
+    "proxy-agent",
 ]
 KUBE_PROXY = "registry.k8s.io/kube-proxy:v1.37.2"
 

@@ -10,6 +10,7 @@ from .cluster import InfraCluster, RigStartError, RigTeardownError
 from .host import RigEnvironmentError
 from .processes import RigState, log
 from .settings import RigSettings
+from .worker import clean_up_stale_worker
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                 if state is None or state.owner != "fixture" or state.owner_is_alive():
                     return 0
                 log(f"the test run (pid {state.owner_pid}) died without teardown: cleaning up")
-            leftovers = cluster.stop(verify=False)
+            # A worker node of test_worker_join may be left too (its shims, pods and netns).
+            leftovers = clean_up_stale_worker(settings) + cluster.stop(verify=False)
             for leftover in leftovers:
                 print(f"left behind: {leftover}", file=sys.stderr)
             return 1 if leftovers else 0

@@ -1,0 +1,690 @@
+"""A real worker node joins the tenant control plane and runs workloads there.
+
+The worker (tests/e2e/infra/worker.py) is a second containerd and kubelet in their own network
+namespace, on the rig's bridge at 10.250.0.2. Its kubelet starts with the program's
+`bootstrapKubeconfig` (a bootstrap token) and the tenant's `kubelet-config`, read with that token
+as `kubeadm join` reads it: the client certificate it registers with comes from a CSR that the
+tenant's controller-manager approves and signs. kube-proxy and CoreDNS are the program's
+add-ons; only the test client (its namespace, service account and pods) is applied here.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+
+from components import addons, node_join
+from components.config import ControlPlaneSettings, parse_settings
+from components.tenant_objects import KUBE_PUBLIC, KUBE_SYSTEM
+from tests.e2e.deploy import FIELD_MANAGER as PROGRAM_FIELD_MANAGER
+from tests.e2e.infra import InfraCluster
+from tests.e2e.infra.worker import (
+    E2E_CLIENT_IMAGE,
+    IPTABLES_MULTI,
+    XTABLES_MODULES_DIR,
+    Worker,
+    WorkerSettings,
+    iptables_image_files,
+    masquerade_rule,
+    shared_libraries,
+    worker_cni_conflist,
+)
+from tests.e2e.infra.worker import kubelet_config as kubelet_config_for
+from tests.e2e.tenant import (
+    CLUSTER,
+    NODE_PORT,
+    Tenant,
+    stack_config,
+    wait_for,
+)
+
+FIELD_MANAGER = "e2e-worker-join"
+NAMESPACE = "worker-e2e"  # in the tenant, Pod Security "restricted"
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+# A Service that exists only in the tenant cluster: resolving it proves the tenant's CoreDNS.
+TENANT_ONLY_SERVICE = "tenant-api"
+FIGURES: dict[str, Any] = {}
+
+
+@dataclass
+class TenantAccess:
+    """The tenant control plane as the worker tests need it."""
+
+    infra: InfraCluster
+    settings: ControlPlaneSettings
+    kubeconfig: Path  # admin
+    ca_pem: str
+    endpoint: str
+    outputs: dict[str, Any] = field(default_factory=dict)  # the program's, when rendered here
+
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.infra.kubectl_path), f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+            input=input,
+        )
+
+    def kubectl_json(self, *args: str) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    def apply(self, manifests: list[dict[str, Any]]) -> None:
+        document = {"apiVersion": "v1", "kind": "List", "items": manifests}
+        self.kubectl(
+            "apply",
+            "--server-side",
+            f"--field-manager={FIELD_MANAGER}",
+            "-f",
+            "-",
+            input=json.dumps(document),
+        )
+
+    def exists(self, *args: str) -> bool:
+        return self.kubectl("get", *args, check=False).returncode == 0
+
+    def applied_by_program(self, *args: str) -> bool:
+        """True if the object exists and the program's apply (deploy.FIELD_MANAGER) wrote it."""
+        result = self.kubectl("get", *args, "-o", "json", "--show-managed-fields", check=False)
+        if result.returncode != 0:
+            return False
+        managers = json.loads(result.stdout)["metadata"].get("managedFields", [])
+        return any(entry.get("manager") == PROGRAM_FIELD_MANAGER for entry in managers)
+
+
+@pytest.fixture(scope="module")
+def tenant_access(tenant: Tenant) -> TenantAccess:
+    """The shared tenant control plane (conftest), as the worker tests need it."""
+    admin = yaml.safe_load(tenant.kubeconfig.read_text())
+    cluster = admin["clusters"][0]["cluster"]
+    return TenantAccess(
+        infra=tenant.infra,
+        settings=parse_settings(stack_config(tenant.infra)),
+        kubeconfig=tenant.kubeconfig,
+        ca_pem=base64.b64decode(cluster["certificate-authority-data"]).decode(),
+        endpoint=cluster["server"],
+        outputs=dict(tenant.deployment.run.outputs),
+    )
+
+
+# -- What a node needs: the program's objects, or the same built by its builders --------------
+
+
+@pytest.fixture(scope="module")
+def bootstrap_kubeconfig(tenant_access: TenantAccess) -> str:
+    """The program's `bootstrapKubeconfig` output, as a user would hand it to a bare kubelet."""
+    return str(tenant_access.outputs["bootstrapKubeconfig"])
+
+
+@pytest.fixture(scope="module")
+def tenant_addons(tenant_access: TenantAccess) -> None:
+    """kube-proxy and CoreDNS are the program's (applied by its deployment, not by this test)."""
+    for kind, name in (("daemonset", addons.KUBE_PROXY), ("deployment", addons.COREDNS)):
+        assert tenant_access.applied_by_program(kind, name, "-n", KUBE_SYSTEM), (
+            f"the program declares no {kind} {KUBE_SYSTEM}/{name} in the tenant"
+        )
+
+
+def as_bootstrap_user(tenant: TenantAccess, bootstrap_kubeconfig: str, *args: str) -> Any:
+    """kubectl ... -o json with the node's bootstrap token, as `kubeadm join` reads the cluster."""
+    with tempfile.NamedTemporaryFile("w", suffix=".kubeconfig") as kubeconfig:
+        kubeconfig.write(bootstrap_kubeconfig)
+        kubeconfig.flush()
+        result = subprocess.run(
+            [
+                str(tenant.infra.kubectl_path),
+                f"--kubeconfig={kubeconfig.name}",
+                *args,
+                "-o",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def worker(
+    tenant_access: TenantAccess, bootstrap_kubeconfig: str, tenant_addons: None
+) -> Iterator[Worker]:
+    tenant = tenant_access
+    node = Worker(
+        WorkerSettings.for_tenant(
+            tenant.infra.settings, tenant.settings.service_cidr, tenant.settings.cluster_domain
+        )
+    )
+    ca_data = yaml.safe_load(bootstrap_kubeconfig)["clusters"][0]["cluster"][
+        "certificate-authority-data"
+    ]
+    # What `kubeadm join` downloads with the token: the cluster's KubeletConfiguration.
+    kubelet_config = as_bootstrap_user(
+        tenant,
+        bootstrap_kubeconfig,
+        "get",
+        "configmap",
+        node_join.KUBELET_CONFIG,
+        "-n",
+        KUBE_SYSTEM,
+    )
+    node.start(
+        bootstrap_kubeconfig=bootstrap_kubeconfig,
+        ca_pem=base64.b64decode(ca_data).decode(),
+        tenant_kubectl=tenant.kubectl,
+        cluster_kubelet_config=yaml.safe_load(kubelet_config["data"]["kubelet"]),
+    )
+    FIGURES["worker kubelet start to node Ready (s)"] = round(node.timings["ready_seconds"], 1)
+    FIGURES["worker kubelet start to node registered (s)"] = round(
+        node.timings["registered_seconds"], 1
+    )
+    FIGURES["worker start (netns, containerd, images, kubelet) to node Ready (s)"] = round(
+        node.timings["start_to_ready_seconds"], 1
+    )
+    try:
+        yield node
+    finally:
+        print("\nworker figures: " + json.dumps(FIGURES, indent=2))
+        tenant.kubectl("delete", "node", node.settings.node_name, "--wait=false", check=False)
+        node.stop(verify=True)
+
+
+# -- Tests -------------------------------------------------------------------------------------
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def test_a_kubeadm_join_would_trust_the_cluster(
+    tenant_access: TenantAccess, bootstrap_kubeconfig: str
+) -> None:
+    """kubeadm's token discovery, done by hand: anyone may read `cluster-info` (no credentials,
+    CA not yet trusted); the bootstrapsigner signed it with the token (a detached HS256 JWS);
+    its CA matches the pin in `joinCommand`, and its server is the endpoint."""
+    token_id, token_secret = yaml.safe_load(bootstrap_kubeconfig)["users"][0]["user"][
+        "token"
+    ].split(".")
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE
+    url = f"{tenant_access.endpoint}/api/v1/namespaces/{KUBE_PUBLIC}/configmaps/cluster-info"
+
+    def signed() -> dict[str, str] | None:
+        with urllib.request.urlopen(url, context=insecure, timeout=10) as response:
+            data = json.load(response)["data"]
+        return data if f"jws-kubeconfig-{token_id}" in data else None
+
+    data = wait_for("the bootstrapsigner to sign cluster-info", signed, timeout=60)
+    header, empty, signature = data[f"jws-kubeconfig-{token_id}"].split(".")
+    assert empty == "", "not a detached JWS"
+    assert json.loads(base64.urlsafe_b64decode(header + "==")) == {
+        "alg": "HS256",
+        "kid": token_id,
+    }
+    signing_input = f"{header}.{_b64url(data['kubeconfig'].encode())}".encode()
+    expected = hmac.new(token_secret.encode(), signing_input, hashlib.sha256).digest()
+    assert hmac.compare_digest(_b64url(expected), signature)
+
+    cluster = yaml.safe_load(data["kubeconfig"])["clusters"][0]["cluster"]
+    assert cluster["server"] == tenant_access.endpoint
+    ca_pem = base64.b64decode(cluster["certificate-authority-data"])
+    assert ca_pem.decode() == tenant_access.ca_pem
+    spki = (
+        x509.load_pem_x509_certificate(ca_pem)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    join = str(tenant_access.outputs["joinCommand"]).split()
+    host_port = tenant_access.endpoint.removeprefix("https://")
+    assert join[:3] == ["kubeadm", "join", host_port]
+    assert join[join.index("--token") + 1] == f"{token_id}.{token_secret}"
+    pin = join[join.index("--discovery-token-ca-cert-hash") + 1]
+    assert pin == "sha256:" + hashlib.sha256(spki).hexdigest()
+
+
+def _node(tenant: TenantAccess, name: str) -> dict[str, Any]:
+    return tenant.kubectl_json("get", "node", name)
+
+
+def test_node_registers_and_becomes_ready(tenant_access: TenantAccess, worker: Worker) -> None:
+    s = worker.settings
+    listed = tenant_access.kubectl("get", "nodes", "-o", "wide").stdout
+    print(listed)
+    node = _node(tenant_access, s.node_name)
+    conditions = {c["type"]: c["status"] for c in node["status"]["conditions"]}
+    assert conditions["Ready"] == "True", conditions
+    assert {"type": "InternalIP", "address": s.node_ip} in node["status"]["addresses"]
+    assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.37.2"
+    assert node["spec"]["podCIDR"].startswith(tenant_access.settings.pod_cidr.split(".")[0])
+
+
+def test_client_certificate_was_issued_through_an_approved_csr(
+    tenant_access: TenantAccess, worker: Worker
+) -> None:
+    s = worker.settings
+    # The kubelet's only credential at start: the bootstrap token.
+    bootstrap = yaml.safe_load(s.bootstrap_kubeconfig.read_text())
+    assert list(bootstrap["users"][0]["user"]) == ["token"]
+    requests = tenant_access.kubectl_json("get", "csr")["items"]
+    issued = []
+    for csr in requests:
+        request = x509.load_pem_x509_csr(base64.b64decode(csr["spec"]["request"]))
+        common_name = request.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        approved = any(
+            c["type"] == "Approved" and c["status"] == "True"
+            for c in csr.get("status", {}).get("conditions", [])
+        )
+        if common_name == f"system:node:{s.node_name}" and approved:
+            issued.append(csr)
+    assert len(issued) >= 1, [c["metadata"]["name"] for c in requests]
+    first = issued[0]
+    assert first["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client-kubelet"
+    # Posted by the bootstrap token's user, not by an admin.
+    assert first["spec"]["username"].startswith("system:bootstrap:"), first["spec"]["username"]
+    assert "system:bootstrappers" in first["spec"]["groups"]
+    assert first["status"].get("certificate"), "approved but not signed"
+
+    # The kubelet now uses that certificate: signed by the tenant CA, the node's identity.
+    ca = x509.load_pem_x509_certificate(tenant_access.ca_pem.encode())
+    current = (s.kubelet_pki_dir / "kubelet-client-current.pem").read_bytes()
+    certificate = x509.load_pem_x509_certificate(current)
+    certificate.verify_directly_issued_by(ca)
+    subject = certificate.subject
+    assert subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == (
+        f"system:node:{s.node_name}"
+    )
+    assert subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "system:nodes"
+    issued_serials = {
+        x509.load_pem_x509_certificate(base64.b64decode(c["status"]["certificate"])).serial_number
+        for c in issued
+    }
+    assert certificate.serial_number in issued_serials
+    # The kubelet's kubeconfig did not exist at start; now it points at that certificate.
+    kubeconfig = yaml.safe_load(s.kubeconfig.read_text())
+    assert kubeconfig["users"][0]["user"]["client-certificate"].endswith(
+        "kubelet-client-current.pem"
+    )
+
+
+def _pods_on(tenant: TenantAccess, node: str, *selector: str) -> list[dict[str, Any]]:
+    return tenant.kubectl_json(
+        "get", "pods", "-A", "--field-selector", f"spec.nodeName={node}", *selector
+    )["items"]
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def test_kube_proxy_and_coredns_run_on_the_worker(
+    tenant_access: TenantAccess, worker: Worker
+) -> None:
+    node = worker.settings.node_name
+
+    def ready() -> dict[str, int] | None:
+        found = {"kube-proxy": 0, "kube-dns": 0}
+        for pod in _pods_on(tenant_access, node, "-n", KUBE_SYSTEM):
+            app = pod["metadata"].get("labels", {}).get("k8s-app")
+            if app in found and _ready(pod):
+                found[app] += 1
+        return found if found["kube-proxy"] == 1 and found["kube-dns"] >= 1 else None
+
+    # The kubelet hands pods the kube-dns ClusterIP the program's kubelet-config names.
+    kubelet_json = json.loads((worker.settings.config_dir / "kubelet.json").read_text())
+    service = tenant_access.kubectl_json("get", "service", addons.DNS_SERVICE, "-n", KUBE_SYSTEM)
+    assert kubelet_json["clusterDNS"] == [service["spec"]["clusterIP"]]
+    assert kubelet_json["clusterDNS"] == [tenant_access.settings.cluster_dns_ip]
+
+    started = time.monotonic()
+    try:
+        wait_for("kube-proxy and CoreDNS Ready on the worker", ready, timeout=180)
+    except AssertionError:
+        print(tenant_access.kubectl("get", "pods", "-A", "-o", "wide").stdout)
+        print(tenant_access.kubectl("get", "events", "-n", KUBE_SYSTEM).stdout)
+        raise
+    FIGURES["node Ready to kube-proxy and CoreDNS Ready (s)"] = round(time.monotonic() - started, 1)
+
+
+def _client_kubeconfig() -> str:
+    """In-pod kubectl: the service-account token, servers by DNS name only (no env vars)."""
+    ca = f"{SERVICE_ACCOUNT_DIR}/ca.crt"
+    document = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "kubernetes-default",
+                "cluster": {
+                    "server": "https://kubernetes.default.svc.cluster.local:443",
+                    "certificate-authority": ca,
+                },
+            },
+            {
+                "name": "tenant-only-name",
+                "cluster": {
+                    "server": f"https://{TENANT_ONLY_SERVICE}.{NAMESPACE}.svc.cluster.local:443",
+                    "certificate-authority": ca,
+                    # The serving certificate names kubernetes.default, not this Service.
+                    "tls-server-name": "kubernetes.default.svc.cluster.local",
+                },
+            },
+        ],
+        "users": [{"name": "sa", "user": {"tokenFile": f"{SERVICE_ACCOUNT_DIR}/token"}}],
+        "contexts": [
+            {
+                "name": "kubernetes-default",
+                "context": {"cluster": "kubernetes-default", "user": "sa"},
+            },
+            {"name": "tenant-only-name", "context": {"cluster": "tenant-only-name", "user": "sa"}},
+        ],
+        "current-context": "kubernetes-default",
+    }
+    return yaml.safe_dump(document)
+
+
+RESTRICTED_CONTAINER = {
+    "image": E2E_CLIENT_IMAGE,
+    "imagePullPolicy": "Never",
+    "env": [{"name": "HOME", "value": "/tmp"}],
+    "securityContext": {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    },
+    "volumeMounts": [{"name": "kubeconfig", "mountPath": "/etc/e2e", "readOnly": True}],
+}
+
+
+def _client_pod(name: str, node: str, containers: list[dict[str, Any]], **spec: Any) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "serviceAccountName": "e2e-client",
+            "containers": [{**RESTRICTED_CONTAINER, **c} for c in containers],
+            "volumes": [{"name": "kubeconfig", "configMap": {"name": "e2e-client-kubeconfig"}}],
+            **spec,
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def client_namespace(tenant_access: TenantAccess, worker: Worker) -> str:
+    """A restricted namespace with a reader service account, its kubeconfig, and a Service
+    (and its endpoints: the API's NodePort) that exists only in the tenant cluster."""
+    address, port = tenant_access.infra.node_ip, NODE_PORT
+    tenant_access.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": NAMESPACE,
+                    "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+                },
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": "e2e-client", "namespace": NAMESPACE},
+            },
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": "e2e-client-view"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "view",
+                },
+                "subjects": [
+                    {"kind": "ServiceAccount", "name": "e2e-client", "namespace": NAMESPACE}
+                ],
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "e2e-client-kubeconfig", "namespace": NAMESPACE},
+                "data": {"kubeconfig": _client_kubeconfig()},
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": TENANT_ONLY_SERVICE, "namespace": NAMESPACE},
+                "spec": {"ports": [{"name": "https", "port": 443, "targetPort": port}]},
+            },
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": TENANT_ONLY_SERVICE,
+                    "namespace": NAMESPACE,
+                    "labels": {
+                        "kubernetes.io/service-name": TENANT_ONLY_SERVICE,
+                        "endpointslice.kubernetes.io/managed-by": FIELD_MANAGER,
+                    },
+                },
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+                "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+            },
+        ]
+    )
+    wait_for(
+        "the default service account",
+        lambda: tenant_access.exists("serviceaccount", "default", "-n", NAMESPACE),
+        timeout=60,
+    )
+    return NAMESPACE
+
+
+def _pod_phase(tenant: TenantAccess, name: str) -> str:
+    pod = tenant.kubectl_json("get", "pod", name, "-n", NAMESPACE)
+    return pod.get("status", {}).get("phase", "")
+
+
+def test_restricted_pod_resolves_the_api_by_name_and_lists_with_its_token(
+    tenant_access: TenantAccess, worker: Worker, client_namespace: str
+) -> None:
+    """kubectl in a pod on the worker: DNS through the tenant's CoreDNS (kube-dns ClusterIP),
+    Services through the worker's kube-proxy, the API with the pod's service-account token;
+    its output read back with `kubectl logs` (apiserver -> kubelet on 10.250.0.2:10250)."""
+    node = worker.settings.node_name
+    args = ["--kubeconfig=/etc/e2e/kubeconfig", "-v=6"]
+    pod = _client_pod(
+        "client",
+        node,
+        [
+            {
+                "name": "by-tenant-only-name",
+                "args": [
+                    *args,
+                    "--context=tenant-only-name",
+                    "get",
+                    "configmaps",
+                    "-n",
+                    NAMESPACE,
+                    "-o",
+                    "name",
+                ],
+            }
+        ],
+        restartPolicy="Never",
+        initContainers=[
+            {
+                **RESTRICTED_CONTAINER,
+                "name": "by-kubernetes-default",
+                "args": [*args, "get", "namespaces", "-o", "name"],
+            }
+        ],
+    )
+    tenant_access.kubectl("delete", "pod", "client", "-n", NAMESPACE, "--ignore-not-found")
+    created = tenant_access.kubectl("apply", "-f", "-", input=json.dumps(pod), check=False)
+    # Admission by Pod Security "restricted" (a warning or a rejection would show here).
+    assert created.returncode == 0 and "violate" not in created.stderr, created.stderr
+    try:
+        phase = wait_for(
+            "the client pod to finish",
+            lambda: (
+                p if (p := _pod_phase(tenant_access, "client")) in ("Succeeded", "Failed") else None
+            ),
+            timeout=180,
+        )
+    except AssertionError:
+        print(tenant_access.kubectl("describe", "pod", "client", "-n", NAMESPACE).stdout)
+        raise
+    first = tenant_access.kubectl("logs", "client", "-n", NAMESPACE, "-c", "by-kubernetes-default")
+    second = tenant_access.kubectl("logs", "client", "-n", NAMESPACE, "-c", "by-tenant-only-name")
+    print(first.stdout[-3000:], second.stdout[-3000:])
+    assert phase == "Succeeded", first.stdout + second.stdout
+    assert "namespace/kube-system" in first.stdout
+    assert "https://kubernetes.default.svc.cluster.local:443/api/v1/namespaces" in first.stdout
+    assert "200 OK" in first.stdout
+    assert "configmap/kube-root-ca.crt" in second.stdout
+    assert (
+        f"https://{TENANT_ONLY_SERVICE}.{NAMESPACE}.svc.cluster.local:443/api/v1" in second.stdout
+    )
+    placed = tenant_access.kubectl_json("get", "pod", "client", "-n", NAMESPACE)
+    assert placed["spec"]["nodeName"] == node
+
+
+def test_exec_in_a_running_pod_on_the_worker(
+    tenant_access: TenantAccess, worker: Worker, client_namespace: str
+) -> None:
+    node = worker.settings.node_name
+    pod = _client_pod("sleeper", node, [{"name": "sleeper", "command": ["/pause"]}])
+    tenant_access.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    wait_for(
+        "the sleeper pod to run",
+        lambda: _ready(tenant_access.kubectl_json("get", "pod", "sleeper", "-n", NAMESPACE)),
+        timeout=120,
+    )
+    result = tenant_access.kubectl(
+        "exec",
+        "sleeper",
+        "-n",
+        NAMESPACE,
+        "--",
+        "/usr/local/bin/kubectl",
+        "--kubeconfig=/etc/e2e/kubeconfig",
+        "get",
+        "namespace",
+        "kube-system",
+        "-o",
+        "name",
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "namespace/kube-system"
+    # stdin through the kubelet's streaming too: kubectl reads the manifest from it.
+    piped = tenant_access.kubectl(
+        "exec",
+        "-i",
+        "sleeper",
+        "-n",
+        NAMESPACE,
+        "--",
+        "/usr/local/bin/kubectl",
+        "--kubeconfig=/etc/e2e/kubeconfig",
+        "create",
+        "--dry-run=client",
+        "-o",
+        "name",
+        "-f",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "piped"}}),
+        check=False,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.strip() == "configmap/piped"
+
+
+# -- The worker's pure parts (no rig needed) ---------------------------------------------------
+
+
+def _worker_settings() -> WorkerSettings:
+    from tests.e2e.infra import RigSettings
+
+    return WorkerSettings.for_tenant(RigSettings(), service_cidr="10.96.0.0/12")
+
+
+def test_worker_settings_follow_kubeadm_conventions() -> None:
+    s = _worker_settings()
+    assert s.cluster_dns == "10.96.0.10"
+    assert s.state_dir.is_relative_to(s.rig.state_dir)
+    assert s.cgroup_root != s.rig.cgroup_root
+    assert s.node_ip != s.rig.node_ip
+
+
+def test_kubelet_config_keeps_the_clusters_settings_and_patches_the_host() -> None:
+    s = _worker_settings()
+    cluster = yaml.safe_load(
+        node_join.kubelet_configuration(parse_settings(_program_like_config()))
+    )
+    config = kubelet_config_for(s, cluster)
+    # The cluster's: authentication, authorization, DNS, certificate rotation.
+    for key in ("authorization", "clusterDNS", "clusterDomain", "rotateCertificates"):
+        assert config[key] == cluster[key]
+    assert config["authentication"]["webhook"] == cluster["authentication"]["webhook"]
+    # This host's: cgroupfs and cgroup v1, our CA path, our directories, no /etc static pods.
+    assert config["cgroupDriver"] == "cgroupfs"
+    assert config["failCgroupV1"] is False
+    assert config["cgroupRoot"] == s.cgroup_root
+    assert config["authentication"]["x509"]["clientCAFile"] == str(s.ca_file)
+    assert config["containerRuntimeEndpoint"] == f"unix://{s.containerd_socket}"
+    assert "staticPodPath" not in config
+    assert "tlsCertFile" not in config and "tlsPrivateKeyFile" not in config
+
+
+def _program_like_config() -> dict[str, str]:
+    return {"clusterName": CLUSTER, "exposure": "nodePort", "apiHost": "10.250.0.1"}
+
+
+def test_the_worker_cni_network_masquerades_and_the_rig_masquerades_towards_it() -> None:
+    s = _worker_settings()
+    conflist = worker_cni_conflist(s, "10.244.1.0/24")
+    bridge = conflist["plugins"][0]
+    assert (bridge["bridge"], bridge["ipMasq"]) == ("cni1", True)
+    assert bridge["ipam"]["ranges"] == [[{"subnet": "10.244.1.0/24"}]]
+    rule = masquerade_rule(s)
+    assert rule[rule.index("-s") + 1] == s.rig.cluster_cidr
+    assert rule[rule.index("-d") + 1] == "10.250.0.2/32"
+
+
+def test_the_kube_proxy_image_gets_iptables_with_every_library() -> None:
+    assert IPTABLES_MULTI.is_file(), "iptables is missing: hack/install-e2e-deps.sh installs it"
+    files = {f.path: f for f in iptables_image_files()}
+    assert files["/usr/sbin/iptables"].link_target == "xtables-nft-multi"
+    assert files["/usr/sbin/iptables-restore"].link_target == "xtables-nft-multi"
+    assert str(IPTABLES_MULTI) in files
+    for library in shared_libraries(IPTABLES_MULTI):
+        assert str(library) in files, library
+    assert any(path.startswith(str(XTABLES_MODULES_DIR) + "/libxt_") for path in files)
