@@ -19,19 +19,20 @@ from components.podspec import NON_ROOT_ID, Manifest, http_probe
 from components.tenant_objects import (
     BOOTSTRAPPERS_GROUP,
     KUBE_SYSTEM,
+    SKIP_AWAIT,
     cluster_role,
     cluster_role_binding,
     config_map,
     create_object,
     group,
     metadata,
+    node_daemonset,
     role,
     role_binding,
     rule,
     service_account,
 )
 
-SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
 CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
 LINUX_NODES = {"kubernetes.io/os": "linux"}
 
@@ -312,38 +313,24 @@ def kube_proxy_daemonset(settings: ControlPlaneSettings) -> Manifest:
             {"name": "lib-modules", "mountPath": "/lib/modules", "readOnly": True},
         ],
     }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": {
-            **metadata(KUBE_PROXY, KUBE_SYSTEM, **KUBE_PROXY_LABELS),
-            "annotations": dict(SKIP_AWAIT),
-        },
-        "spec": {
-            "selector": {"matchLabels": dict(KUBE_PROXY_LABELS)},
-            "updateStrategy": {"type": "RollingUpdate"},
-            "template": {
-                "metadata": {"labels": dict(KUBE_PROXY_LABELS)},
-                "spec": {
-                    "priorityClassName": "system-node-critical",
-                    "serviceAccountName": KUBE_PROXY,
-                    "hostNetwork": True,
-                    "nodeSelector": dict(LINUX_NODES),
-                    # Every node needs Service routing, whatever its taints.
-                    "tolerations": [{"operator": "Exists"}],
-                    "containers": [container],
-                    "volumes": [
-                        {"name": KUBE_PROXY, "configMap": {"name": KUBE_PROXY}},
-                        {
-                            "name": "xtables-lock",
-                            "hostPath": {"path": "/run/xtables.lock", "type": "FileOrCreate"},
-                        },
-                        {"name": "lib-modules", "hostPath": {"path": "/lib/modules"}},
-                    ],
-                },
+    pod_spec: Manifest = {
+        "priorityClassName": "system-node-critical",
+        "serviceAccountName": KUBE_PROXY,
+        "hostNetwork": True,
+        "nodeSelector": dict(LINUX_NODES),
+        # Every node needs Service routing, whatever its taints.
+        "tolerations": [{"operator": "Exists"}],
+        "containers": [container],
+        "volumes": [
+            {"name": KUBE_PROXY, "configMap": {"name": KUBE_PROXY}},
+            {
+                "name": "xtables-lock",
+                "hostPath": {"path": "/run/xtables.lock", "type": "FileOrCreate"},
             },
-        },
+            {"name": "lib-modules", "hostPath": {"path": "/lib/modules"}},
+        ],
     }
+    return node_daemonset(KUBE_PROXY, KUBE_PROXY_LABELS, pod_spec)
 
 
 def kube_proxy_config_map(settings: ControlPlaneSettings, kubeconfig: object) -> Manifest:

@@ -59,6 +59,7 @@ from components.tenant_objects import (
     cluster_role_binding,
     create_object,
     metadata,
+    node_daemonset,
     user,
 )
 
@@ -114,8 +115,6 @@ AGENT_TOKEN_FILE = "konnectivity-agent-token"
 AGENT_TOKEN_SECONDS = 3600
 # The cluster CA, as the controller-manager publishes it in every namespace (the SA ca.crt).
 ROOT_CA_CONFIG_MAP = "kube-root-ca.crt"
-
-SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
 
 
 # The server's client certificate for TokenReviews (components/pki.py adds it to the plan when
@@ -401,41 +400,27 @@ def agent_daemonset(settings: ControlPlaneSettings, host: str, port: int) -> Man
             ],
         },
     }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": {
-            **metadata(AGENT, KUBE_SYSTEM, **AGENT_LABELS),
-            "annotations": dict(SKIP_AWAIT),
+    pod_spec: Manifest = {
+        "priorityClassName": "system-cluster-critical",
+        "serviceAccountName": AGENT,
+        # Its only credential is the audience-bound token below, which the tenant
+        # API itself does not accept.
+        "automountServiceAccountToken": False,
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [
+            {"key": "CriticalAddonsOnly", "operator": "Exists"},
+            {"operator": "Exists", "effect": "NoSchedule"},
+        ],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": NON_ROOT_ID,
+            "runAsGroup": NON_ROOT_ID,
+            "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "spec": {
-            "selector": {"matchLabels": dict(AGENT_LABELS)},
-            "updateStrategy": {"type": "RollingUpdate"},
-            "template": {
-                "metadata": {"labels": dict(AGENT_LABELS)},
-                "spec": {
-                    "priorityClassName": "system-cluster-critical",
-                    "serviceAccountName": AGENT,
-                    # Its only credential is the audience-bound token below, which the tenant
-                    # API itself does not accept.
-                    "automountServiceAccountToken": False,
-                    "nodeSelector": {"kubernetes.io/os": "linux"},
-                    "tolerations": [
-                        {"key": "CriticalAddonsOnly", "operator": "Exists"},
-                        {"operator": "Exists", "effect": "NoSchedule"},
-                    ],
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": NON_ROOT_ID,
-                        "runAsGroup": NON_ROOT_ID,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "containers": [container],
-                    "volumes": [token_volume],
-                },
-            },
-        },
+        "containers": [container],
+        "volumes": [token_volume],
     }
+    return node_daemonset(AGENT, AGENT_LABELS, pod_spec)
 
 
 def agent_objects(

@@ -20,6 +20,8 @@ RBAC_API = "rbac.authorization.k8s.io/v1"
 RBAC_GROUP = "rbac.authorization.k8s.io"
 KUBE_SYSTEM = "kube-system"
 KUBE_PUBLIC = "kube-public"
+# Add-ons run on nodes that join after `pulumi up`: waiting for their pods would time out.
+SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
 
 # The groups kubeadm's node-join RBAC names (cmd/kubeadm/app/constants).
 BOOTSTRAPPERS_GROUP = "system:bootstrappers:kubeadm:default-node-token"
@@ -119,6 +121,20 @@ def config_map(name: str, namespace: str, data: Any) -> Manifest:
         "kind": "ConfigMap",
         "metadata": metadata(name, namespace),
         "data": data,
+    }
+
+
+def node_daemonset(name: str, pod_labels: dict[str, str], pod_spec: Manifest) -> Manifest:
+    """A DaemonSet in kube-system that runs `pod_spec` on every node, rolled node by node."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {**metadata(name, KUBE_SYSTEM, **pod_labels), "annotations": dict(SKIP_AWAIT)},
+        "spec": {
+            "selector": {"matchLabels": dict(pod_labels)},
+            "updateStrategy": {"type": "RollingUpdate"},
+            "template": {"metadata": {"labels": dict(pod_labels)}, "spec": pod_spec},
+        },
     }
 
 
