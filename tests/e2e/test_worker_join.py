@@ -34,6 +34,7 @@ from components import addons, node_join
 from components.config import ControlPlaneSettings, parse_settings
 from components.tenant_objects import KUBE_PUBLIC, KUBE_SYSTEM
 from tests.e2e.deploy import FIELD_MANAGER as PROGRAM_FIELD_MANAGER
+from tests.e2e.deploy import render, server_side_apply
 from tests.e2e.infra import InfraCluster
 from tests.e2e.infra.worker import (
     E2E_CLIENT_IMAGE,
@@ -688,3 +689,124 @@ def test_the_kube_proxy_image_gets_iptables_with_every_library() -> None:
     for library in shared_libraries(IPTABLES_MULTI):
         assert str(library) in files, library
     assert any(path.startswith(str(XTABLES_MODULES_DIR) + "/libxt_") for path in files)
+
+
+def _kubelet_cut_rule(worker: Worker) -> list[str]:
+    """For the rig's netns: reject what the infrastructure pods (the tenant's apiservers) send
+    to the worker's kubelet, as if the node sat behind NAT."""
+    return [
+        "FORWARD",
+        "-s",
+        worker.settings.rig.cluster_cidr,
+        "-d",
+        f"{worker.settings.node_ip}/32",
+        "-p",
+        "tcp",
+        "--dport",
+        "10250",
+        "-m",
+        "comment",
+        "--comment",
+        "k8s-on-k8s e2e: apiservers cannot reach the worker kubelet",
+        "-j",
+        "REJECT",
+    ]
+
+
+def _iptables(action: str, rule: list[str]) -> int:
+    return subprocess.run(["iptables", action, *rule], capture_output=True, check=False).returncode
+
+
+def test_logs_and_exec_go_through_konnectivity_when_the_node_is_unreachable(
+    tenant: Tenant, tenant_access: TenantAccess, worker: Worker, client_namespace: str
+) -> None:
+    """The last test of the module: it turns konnectivity on for the shared tenant.
+
+    With the apiservers cut off from the worker's kubelet, `kubectl logs` fails; after
+    `konnectivity: true` is applied (same keys: a change, not a new cluster), the agent on the
+    worker opens the tunnel and logs and exec work again through it."""
+    infra = tenant.infra
+    node = worker.settings.node_name
+    pod = _client_pod("tunnel-proof", node, [{"name": "main", "command": ["/pause"]}])
+    tenant_access.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    wait_for(
+        "the tunnel-proof pod to run",
+        lambda: _ready(tenant_access.kubectl_json("get", "pod", "tunnel-proof", "-n", NAMESPACE)),
+        timeout=120,
+    )
+    cut_rule = _kubelet_cut_rule(worker)
+    assert _iptables("-I", cut_rule) == 0
+    try:
+        cut = tenant_access.kubectl("logs", "tunnel-proof", "-n", NAMESPACE, check=False)
+        assert cut.returncode != 0, "logs still work: the cut did not take"
+
+        config = {**stack_config(infra), "konnectivity": "true"}
+        changed = render(config, tenant.state)
+        started = time.monotonic()
+        server_side_apply(infra.kubectl_path, infra.tenant_kubeconfig, changed.manifests)
+
+        def apiservers_with_sidecar_ready() -> bool:
+            listed = infra.kubectl_json(
+                "get",
+                "pods",
+                "-n",
+                infra.namespace,
+                "-l",
+                "app.kubernetes.io/name=kube-apiserver",
+                tenant=True,
+            )["items"]
+            with_sidecar = [
+                p
+                for p in listed
+                if len(p["spec"]["containers"]) == 2
+                and p["metadata"].get("deletionTimestamp") is None
+            ]
+            return len(with_sidecar) == len(listed) == 2 and all(_ready(p) for p in with_sidecar)
+
+        wait_for(
+            "the apiservers to roll out with the proxy-server",
+            apiservers_with_sidecar_ready,
+            timeout=300,
+        )
+        server_side_apply(infra.kubectl_path, tenant.kubeconfig, changed.tenant_manifests)
+
+        def agent_ready_on_the_worker() -> bool:
+            listed = tenant_access.kubectl_json(
+                "get", "pods", "-n", KUBE_SYSTEM, "-l", "k8s-app=konnectivity-agent"
+            )["items"]
+            return any(p["spec"].get("nodeName") == node and _ready(p) for p in listed)
+
+        wait_for("the konnectivity agent on the worker", agent_ready_on_the_worker, timeout=180)
+
+        def logs_work() -> bool:
+            return (
+                tenant_access.kubectl(
+                    "logs", "tunnel-proof", "-n", NAMESPACE, check=False
+                ).returncode
+                == 0
+            )
+
+        # The agent keeps connecting until it holds a tunnel to every apiserver.
+        wait_for("kubectl logs through the tunnel", logs_work, timeout=120, interval=2)
+        FIGURES["konnectivity on to logs through the tunnel (s)"] = round(
+            time.monotonic() - started, 1
+        )
+        exec_result = tenant_access.kubectl(
+            "exec",
+            "tunnel-proof",
+            "-n",
+            NAMESPACE,
+            "--",
+            "/usr/local/bin/kubectl",
+            "version",
+            "--client",
+            "-o",
+            "json",
+            check=False,
+        )
+        assert exec_result.returncode == 0, exec_result.stderr
+        assert json.loads(exec_result.stdout)["clientVersion"]["gitVersion"] == "v1.37.2"
+        # The cut is still in place: the kubelet was reached through the agent only.
+        assert _iptables("-C", cut_rule) == 0
+    finally:
+        _iptables("-D", cut_rule)

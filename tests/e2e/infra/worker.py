@@ -198,13 +198,17 @@ def iptables_image_files() -> list[ImageFile]:
 
 
 def build_worker_images(bin_dir: Path, out_dir: Path) -> list[tuple[str, Path]]:
-    """pause, kube-proxy (with iptables), CoreDNS and the e2e client (kubectl + pause)."""
+    """pause, kube-proxy (with iptables), CoreDNS, the konnectivity agent and the e2e client
+    (kubectl + pause)."""
     from tests.e2e.images import build
 
     by_reference = {spec.reference: spec for spec in build.IMAGES}
     pause = f"{build.REGISTRY}/pause:{build.PAUSE_VERSION}"
     kube_proxy = f"{build.REGISTRY}/kube-proxy:{build.KUBERNETES_VERSION}"
     coredns = f"{build.REGISTRY}/coredns/coredns:{build.COREDNS_VERSION}"
+    konnectivity_agent = (
+        f"{build.REGISTRY}/kas-network-proxy/proxy-agent:{build.KONNECTIVITY_VERSION}"
+    )
     client = build.ImageSpec(
         reference=E2E_CLIENT_IMAGE,
         binaries={"/usr/local/bin/kubectl": "kubectl", "/pause": "pause"},
@@ -218,6 +222,10 @@ def build_worker_images(bin_dir: Path, out_dir: Path) -> list[tuple[str, Path]]:
             build.build_image(by_reference[kube_proxy], bin_dir, out_dir, iptables_image_files()),
         ),
         (coredns, build.build_image(by_reference[coredns], bin_dir, out_dir)),
+        (
+            konnectivity_agent,
+            build.build_image(by_reference[konnectivity_agent], bin_dir, out_dir),
+        ),
         (client.reference, build.build_image(client, bin_dir, out_dir)),
     ]
     return images
