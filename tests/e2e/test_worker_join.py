@@ -577,17 +577,21 @@ def test_restricted_pod_resolves_the_api_by_name_and_lists_with_its_token(
     assert placed["spec"]["nodeName"] == node
 
 
+def _run_idle_pod(tenant: TenantAccess, name: str, node: str) -> None:
+    """A client pod on `node` that only waits (the image's /pause), once it is Ready."""
+    pod = _client_pod(name, node, [{"name": name, "command": ["/pause"]}])
+    tenant.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    wait_for(
+        f"the {name} pod to run",
+        lambda: _ready(tenant.kubectl_json("get", "pod", name, "-n", NAMESPACE)),
+        timeout=120,
+    )
+
+
 def test_exec_in_a_running_pod_on_the_worker(
     tenant_access: TenantAccess, worker: Worker, client_namespace: str
 ) -> None:
-    node = worker.settings.node_name
-    pod = _client_pod("sleeper", node, [{"name": "sleeper", "command": ["/pause"]}])
-    tenant_access.kubectl("apply", "-f", "-", input=json.dumps(pod))
-    wait_for(
-        "the sleeper pod to run",
-        lambda: _ready(tenant_access.kubectl_json("get", "pod", "sleeper", "-n", NAMESPACE)),
-        timeout=120,
-    )
+    _run_idle_pod(tenant_access, "sleeper", worker.settings.node_name)
     result = tenant_access.kubectl(
         "exec",
         "sleeper",
@@ -727,13 +731,7 @@ def test_logs_and_exec_go_through_konnectivity_when_the_node_is_unreachable(
     worker opens the tunnel and logs and exec work again through it."""
     infra = tenant.infra
     node = worker.settings.node_name
-    pod = _client_pod("tunnel-proof", node, [{"name": "main", "command": ["/pause"]}])
-    tenant_access.kubectl("apply", "-f", "-", input=json.dumps(pod))
-    wait_for(
-        "the tunnel-proof pod to run",
-        lambda: _ready(tenant_access.kubectl_json("get", "pod", "tunnel-proof", "-n", NAMESPACE)),
-        timeout=120,
-    )
+    _run_idle_pod(tenant_access, "tunnel-proof", node)
     cut_rule = _kubelet_cut_rule(worker)
     assert _iptables("-I", cut_rule) == 0
     try:
