@@ -217,6 +217,11 @@ def _rfc3339(value: str) -> bool:
     return True
 
 
+def _empty_or(accepts: Callable[[str], bool]) -> Callable[[str], str | None]:
+    """An optional setting: empty, or a value `accepts` takes."""
+    return lambda value: value if value == "" or accepts(value) else None
+
+
 def _positive_int(value: str) -> int | None:
     number = int(value)
     return number if number > 0 else None
@@ -271,7 +276,7 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
     )
     load_balancer_ip = c.check(
         "loadBalancerIP",
-        lambda value: value if value == "" or is_ip(value) else None,
+        _empty_or(is_ip),
         "empty (the load balancer picks) or an IPv4/IPv6 address",
         "",
     )
@@ -301,7 +306,7 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
     )
     storage_class = c.check(
         "etcdStorageClass",
-        lambda value: value if value == "" or is_dns_name(value) else None,
+        _empty_or(is_dns_name),
         "empty (the cluster's default StorageClass) or a StorageClass name",
         "",
     )
@@ -370,14 +375,14 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
     kube_proxy = boolean("kubeProxy")
     token_expiration = c.check(
         "bootstrapTokenExpiration",
-        lambda value: value if value == "" or _rfc3339(value) else None,
+        _empty_or(_rfc3339),
         "empty (the token never expires) or an RFC 3339 time such as 2030-01-31T00:00:00Z",
         "",
     )
 
     advertise = c.check(
         "apiAdvertiseAddress",
-        lambda value: value if value == "" or is_ip(value) else None,
+        _empty_or(is_ip),
         "empty (derived from apiHost or loadBalancerIP) or the IP nodes reach the API at",
         "",
     )
