@@ -131,10 +131,9 @@ def api_server_command(settings: ControlPlaneSettings, names: ObjectNames) -> li
         "--audit-log-maxbackup=2",
         "--audit-log-maxsize=20",
         "--profiling=false",
-        *(
-            # kubernetes.default leads to the address nodes reach; see components/in_cluster_api.
-            ["--endpoint-reconciler-type=none"] if settings.node_api_address else []
-        ),
+        # The pods' IPs mean nothing on tenant nodes; components/in_cluster_api decides where
+        # kubernetes.default leads.
+        "--endpoint-reconciler-type=none",
     ]
 
 

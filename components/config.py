@@ -55,6 +55,7 @@ DEFAULTS: dict[str, str] = {
     "schedulerCpuRequest": "50m",
     "schedulerMemoryRequest": "64Mi",
     "apiAdvertiseAddress": "",
+    "apiProxyImage": "haproxy:2.6",
     "bootstrapTokenExpiration": "",
     "coreDns": "true",
     "konnectivity": "false",
@@ -65,6 +66,12 @@ DEFAULTS: dict[str, str] = {
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _QUANTITY = re.compile(r"^(\d+(\.\d+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _REGISTRY = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:\d{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
+# An image reference: repository path (optionally with a registry host and port), then a tag
+# and/or a digest.
+_IMAGE = re.compile(
+    r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:\d{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
+)
 
 
 class ConfigError(ValueError):
@@ -131,6 +138,8 @@ class ControlPlaneSettings:
     # where the exposure gives no such address (ingress: SNI routing needs a host name).
     node_api_address: str | None
     node_api_port: int
+    # The node-local proxy behind `kubernetes.default` where node_api_address is None.
+    api_proxy_image: str
     bootstrap_token_expiration: str | None  # RFC 3339; None: the token never expires
     core_dns: bool
     kube_proxy: bool
@@ -222,6 +231,11 @@ def _empty_or(accepts: Callable[[str], bool]) -> Callable[[str], str | None]:
     return lambda value: value if value == "" or accepts(value) else None
 
 
+def _has_tag_or_digest(image: str) -> bool:
+    """A pinned reference: a digest, or a tag after the last path segment (not a port)."""
+    return "@" in image or ":" in image.rsplit("/", 1)[-1]
+
+
 def _positive_int(value: str) -> int | None:
     number = int(value)
     return number if number > 0 else None
@@ -257,6 +271,12 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
         "apiHost",
         lambda value: value if is_dns_name(value) or is_ip(value) else None,
         "a DNS name such as api.example.com (lowercase, no scheme, port or wildcard) or an IP",
+        "x",
+    )
+    api_proxy_image = c.check(
+        "apiProxyImage",
+        lambda value: value if _IMAGE.match(value) and _has_tag_or_digest(value) else None,
+        "an image reference with a tag or digest, such as haproxy:2.6",
         "x",
     )
     release = c.check(
@@ -358,6 +378,12 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
             False,
         )
 
+    if mode == "ingress" and is_ip(api_host):
+        c.fail(
+            "apiHost",
+            "a DNS name when exposure is ingress: the ingress routes TLS by server name, and "
+            "clients send none for an IP",
+        )
     konnectivity = boolean("konnectivity")
     if konnectivity and mode == "ingress":
         c.fail(
@@ -440,6 +466,7 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
         node_api_port=(
             node_port if mode == "nodePort" else 6443 if mode == "loadBalancer" else 443
         ),
+        api_proxy_image=api_proxy_image,
         bootstrap_token_expiration=token_expiration or None,
         core_dns=core_dns,
         kube_proxy=kube_proxy,

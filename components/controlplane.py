@@ -16,7 +16,7 @@ from components.konnectivity import KonnectivityAgent, agent_endpoint
 from components.kubeconfig import client_certificate_kubeconfig
 from components.names import ObjectNames, labels
 from components.node_join import NodeJoin
-from components.pki import ADMIN_USER, Pki
+from components.pki import ADMIN_USER, KUBERNETES_SERVICE_PROXY, Pki
 from components.scheduler import Scheduler
 from components.workload import secret_of_files
 
@@ -84,14 +84,13 @@ class ControlPlane(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[api_server, exposure]),
         )
         in_tenant = pulumi.ResourceOptions(parent=self)
-        if settings.node_api_address is not None:
-            InClusterApi(
-                f"{name}-in-cluster-api",
-                settings.node_api_address,
-                settings.node_api_port,
-                self.tenant_provider,
-                opts=in_tenant,
-            )
+        InClusterApi(
+            f"{name}-in-cluster-api",
+            settings,
+            pki.leaves.get(KUBERNETES_SERVICE_PROXY),
+            self.tenant_provider,
+            opts=in_tenant,
+        )
 
         # What worker nodes need to join (kubeadm's bootstrap-token and upload-config phases).
         node_join = NodeJoin(

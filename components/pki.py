@@ -58,6 +58,32 @@ KONNECTIVITY_SERVER_CLIENT = CertificateSpec(
 )
 
 
+# The node-local proxy behind `kubernetes.default` (exposure ingress, components/in_cluster_api):
+# it answers in-cluster clients by the names and the IP they dial.
+KUBERNETES_SERVICE_PROXY = "kubernetes-service-proxy"
+
+
+def kubernetes_service_proxy_cert(settings: ControlPlaneSettings) -> CertificateSpec:
+    return CertificateSpec(
+        KUBERNETES_SERVICE_PROXY,
+        CLUSTER_CA,
+        "kubernetes-api-proxy",
+        SERVER,
+        None,
+        tuple(kubernetes_service_dns_names(settings)),
+        (settings.kubernetes_service_ip,),
+    )
+
+
+def kubernetes_service_dns_names(settings: ControlPlaneSettings) -> list[str]:
+    return [
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        f"kubernetes.default.svc.{settings.cluster_domain}",
+    ]
+
+
 def etcd_server_cert_name(member: str) -> str:
     return f"{member}-server"
 
@@ -72,10 +98,7 @@ def api_server_sans(
     """DNS names and IPs of the apiserver serving certificate."""
     host = settings.exposure.host
     dns = [
-        "kubernetes",
-        "kubernetes.default",
-        "kubernetes.default.svc",
-        f"kubernetes.default.svc.{settings.cluster_domain}",
+        *kubernetes_service_dns_names(settings),
         *names.service_dns_names(names.api_server),
         *names.service_dns_names(names.exposure),
         "localhost",
@@ -109,6 +132,8 @@ def certificate_plan(settings: ControlPlaneSettings, names: ObjectNames) -> list
     ]
     if settings.konnectivity:
         plan.append(KONNECTIVITY_SERVER_CLIENT)
+    if settings.node_api_address is None:
+        plan.append(kubernetes_service_proxy_cert(settings))
     local_dns, local_ips = ("localhost",), ("127.0.0.1", "::1")
     client_service_dns = tuple(names.service_dns_names(names.etcd))
     for member in names.etcd_members(settings.etcd_replicas):

@@ -34,6 +34,8 @@ _RESOURCE_CLASSES: dict[tuple[str, str], Any] = {
     ("v1", "ConfigMap"): k8s.core.v1.ConfigMap,
     ("v1", "ServiceAccount"): k8s.core.v1.ServiceAccount,
     ("v1", "Service"): k8s.core.v1.Service,
+    ("v1", "Endpoints"): k8s.core.v1.Endpoints,
+    ("discovery.k8s.io/v1", "EndpointSlice"): k8s.discovery.v1.EndpointSlice,
     (RBAC_API, "Role"): k8s.rbac.v1.Role,
     (RBAC_API, "RoleBinding"): k8s.rbac.v1.RoleBinding,
     (RBAC_API, "ClusterRole"): k8s.rbac.v1.ClusterRole,
@@ -124,18 +126,27 @@ def config_map(name: str, namespace: str, data: Any) -> Manifest:
     }
 
 
-def node_daemonset(name: str, pod_labels: dict[str, str], pod_spec: Manifest) -> Manifest:
-    """A DaemonSet in kube-system that runs `pod_spec` on every node, rolled node by node."""
+def node_daemonset(
+    name: str, pod_labels: dict[str, str], pod_spec: Manifest, namespace: str = KUBE_SYSTEM
+) -> Manifest:
+    """A DaemonSet (in kube-system unless told) that runs `pod_spec` on every node, rolled node
+    by node."""
     return {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
-        "metadata": {**metadata(name, KUBE_SYSTEM, **pod_labels), "annotations": dict(SKIP_AWAIT)},
+        "metadata": {**metadata(name, namespace, **pod_labels), "annotations": dict(SKIP_AWAIT)},
         "spec": {
             "selector": {"matchLabels": dict(pod_labels)},
             "updateStrategy": {"type": "RollingUpdate"},
             "template": {"metadata": {"labels": dict(pod_labels)}, "spec": pod_spec},
         },
     }
+
+
+# Objects that exist before the program runs (made by the apiserver) and get fields from it.
+_PATCH_CLASSES: dict[tuple[str, str], Any] = {
+    ("v1", "Service"): k8s.core.v1.ServicePatch,
+}
 
 
 def _snake_case(key: str) -> str:
@@ -150,13 +161,30 @@ def create_object(
     Top-level fields become the resource's arguments (`roleRef` -> `role_ref`); their values
     may be Pulumi outputs. Nested fields keep the API's camelCase, which the provider takes as is.
     """
+    return _register(_RESOURCE_CLASSES, resource_name, manifest, opts)
+
+
+def create_patch(
+    resource_name: str, manifest: Manifest, opts: pulumi.ResourceOptions
+) -> pulumi.CustomResource:
+    """Server-side apply `manifest` as a patch of an object someone else created: the program
+    owns only the fields it names, and `pulumi destroy` gives them up instead of deleting."""
+    return _register(_PATCH_CLASSES, resource_name, manifest, opts)
+
+
+def _register(
+    classes: dict[tuple[str, str], Any],
+    resource_name: str,
+    manifest: Manifest,
+    opts: pulumi.ResourceOptions,
+) -> pulumi.CustomResource:
     key = (manifest["apiVersion"], manifest["kind"])
-    if key not in _RESOURCE_CLASSES:
+    if key not in classes:
         raise ValueError(f"no resource class for {key[0]} {key[1]}")
     arguments = {
         _snake_case(field): value
         for field, value in manifest.items()
         if field not in ("apiVersion", "kind")
     }
-    resource: pulumi.CustomResource = _RESOURCE_CLASSES[key](resource_name, **arguments, opts=opts)
+    resource: pulumi.CustomResource = classes[key](resource_name, **arguments, opts=opts)
     return resource

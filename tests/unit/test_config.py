@@ -60,6 +60,14 @@ def test_etcd_version_follows_the_kubernetes_minor() -> None:
     assert tags == {"1.35": "3.6.6-0", "1.36": "3.6.8-0", "1.37": "3.7.0-0"}
 
 
+@pytest.mark.parametrize(
+    "image",
+    ["haproxy:2.6", "mirror.example:5000/library/haproxy:2.6.12", f"haproxy@sha256:{'a' * 64}"],
+)
+def test_proxy_image_accepts_tags_digests_and_mirrors(image: str) -> None:
+    assert parse_settings({"apiProxyImage": image}).api_proxy_image == image
+
+
 def test_endpoint_per_exposure_mode() -> None:
     def endpoint(**raw: str) -> str:
         config = {"apiHost": "api.example.org", "apiAdvertiseAddress": "198.51.100.1", **raw}
@@ -79,6 +87,18 @@ BAD_INPUTS = {
     "host name with scheme": ({"apiHost": "https://api.example.com"}, "apiHost", "DNS name"),
     "host name uppercase": ({"apiHost": "API.Example.com"}, "apiHost", "DNS name"),
     "host name wildcard": ({"apiHost": "*.example.com"}, "apiHost", "DNS name"),
+    "IP host behind an ingress": (
+        {"exposure": "ingress", "apiHost": "192.0.2.7"},
+        "apiHost",
+        "a DNS name when exposure is ingress",
+    ),
+    "proxy image without tag": ({"apiProxyImage": "haproxy"}, "apiProxyImage", "tag or digest"),
+    "proxy image with a port but no tag": (
+        {"apiProxyImage": "mirror.example:5000/haproxy"},
+        "apiProxyImage",
+        "tag or digest",
+    ),
+    "proxy image with spaces": ({"apiProxyImage": "haproxy 2.6"}, "apiProxyImage", "haproxy:2.6"),
     "unknown exposure mode": (
         {"exposure": "gateway"},
         "exposure",

@@ -152,6 +152,14 @@ LEAVES = [
         [],
         {ExtendedKeyUsageOID.CLIENT_AUTH},
     ),
+    (
+        "kubernetes-api-proxy",  # in the tenant cluster: the node-local proxy (exposure ingress)
+        "tls.crt",
+        "ca.crt",
+        "kubernetes-api-proxy",
+        [],
+        {ExtendedKeyUsageOID.SERVER_AUTH},
+    ),
     *[
         (
             ETCD,
@@ -210,6 +218,37 @@ def test_apiserver_serving_cert_names(certificates: dict[str, x509.Certificate])
         "localhost",
     } <= dns
     assert {"10.96.0.1", "127.0.0.1"} <= ips
+
+
+def test_kubernetes_service_proxy_cert_names_what_in_cluster_clients_dial(
+    run: ProgramRun, certificates: dict[str, x509.Certificate]
+) -> None:
+    leaf = cert(certificates, "kubernetes-api-proxy", "tls.crt")
+    assert sans(leaf) == (
+        {
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        },
+        {"10.96.0.1"},
+    )
+    (secret,) = [
+        r
+        for r in run.of_type("kubernetes:core/v1:Secret")
+        if r.inputs["metadata"]["name"] == "kubernetes-api-proxy"
+    ]
+    key = serialization.load_pem_private_key(secret.inputs["stringData"]["tls.key"].encode(), None)
+    assert key.public_key() == leaf.public_key()
+    assert {"stringData", "stringData.tls.key"} & secret.secret_paths
+
+
+def test_no_proxy_cert_when_nodes_reach_the_api_by_address() -> None:
+    settings = parse_settings(
+        {**CONFIG, "exposure": "nodePort", "apiAdvertiseAddress": "192.0.2.10"}
+    )
+    names = ObjectNames("blue", "tenant-blue", "cluster.local")
+    assert "kubernetes-service-proxy" not in {s.name for s in certificate_plan(settings, names)}
 
 
 def test_etcd_member_certs_name_only_that_member(certificates: dict[str, x509.Certificate]) -> None:

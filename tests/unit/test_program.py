@@ -109,32 +109,43 @@ KONNECTIVITY = {
 }
 
 
+def assert_restricted(name: str, pod: dict[str, Any]) -> None:
+    """Pod Security "restricted" (and our own rules: no token, read-only root and mounts)."""
+    assert pod["securityContext"]["runAsNonRoot"] is True, name
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+    assert pod["automountServiceAccountToken"] is False, name
+    for forbidden in ("hostNetwork", "hostPID", "hostIPC"):
+        assert not pod.get(forbidden), name
+    for volume in pod["volumes"]:
+        assert set(volume) - {"name"} <= ALLOWED_VOLUME_KEYS, (name, volume)
+        if "secret" in volume:
+            assert volume["secret"]["defaultMode"] == 0o400, name
+    for container in pod["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False, name
+        assert context["capabilities"] == {"drop": ["ALL"]}, name
+        assert context["readOnlyRootFilesystem"] is True, name
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert not any("hostPort" in port for port in container.get("ports", [])), name
+        for volume_mount in container["volumeMounts"]:
+            volume = next(v for v in pod["volumes"] if v["name"] == volume_mount["name"])
+            if {"secret", "configMap", "projected"} & set(volume):
+                assert volume_mount["readOnly"] is True, (name, volume_mount)
+
+
 @pytest.mark.parametrize("config", [CONFIG, KONNECTIVITY], ids=["plain", "konnectivity"])
 def test_pods_meet_pod_security_restricted(config: dict[str, str]) -> None:
     run = run_program(config)
     specs = pod_specs(run)
     assert len(specs) == 4
     for name, pod in specs:
-        assert pod["securityContext"]["runAsNonRoot"] is True, name
-        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
-        assert pod["automountServiceAccountToken"] is False, name
-        for forbidden in ("hostNetwork", "hostPID", "hostIPC"):
-            assert not pod.get(forbidden), name
-        for volume in pod["volumes"]:
-            assert set(volume) - {"name"} <= ALLOWED_VOLUME_KEYS, (name, volume)
-            if "secret" in volume:
-                assert volume["secret"]["defaultMode"] == 0o400, name
-        for container in pod["containers"]:
-            context = container["securityContext"]
-            assert context["allowPrivilegeEscalation"] is False, name
-            assert context["capabilities"] == {"drop": ["ALL"]}, name
-            assert context["readOnlyRootFilesystem"] is True, name
-            assert context["seccompProfile"] == {"type": "RuntimeDefault"}, name
-            assert not any("hostPort" in port for port in container.get("ports", [])), name
-            for volume_mount in container["volumeMounts"]:
-                volume = next(v for v in pod["volumes"] if v["name"] == volume_mount["name"])
-                if "secret" in volume or "configMap" in volume:
-                    assert volume_mount["readOnly"] is True, (name, volume_mount)
+        assert_restricted(name, pod)
+
+
+def test_the_node_local_api_proxy_meets_pod_security_restricted() -> None:
+    run = run_program(CONFIG)
+    proxy = run.named("green-in-cluster-api-proxy-daemonset")
+    assert_restricted(proxy.name, proxy.inputs["spec"]["template"]["spec"])
 
 
 def inputs_by_name(run: ProgramRun) -> dict[tuple[str, str], str]:
@@ -212,7 +223,8 @@ def test_one_component_per_concern_and_names_derived_from_the_cluster(run: Progr
         "green-node-join": "k8s-on-k8s:index:NodeJoin",
         "green-coredns": "k8s-on-k8s:index:CoreDns",
         "green-kube-proxy": "k8s-on-k8s:index:KubeProxy",
-    }  # ingress exposure: no InClusterApi
+        "green-in-cluster-api": "k8s-on-k8s:index:InClusterApi",
+    }
     for resource in run.resources:
         if resource.type == "pulumi:providers:kubernetes":
             continue
@@ -241,22 +253,38 @@ def test_kubernetes_default_leads_to_the_node_port_on_tenant_nodes() -> None:
     assert "--endpoint-reconciler-type=none" in command
 
 
-def test_ingress_keeps_the_endpoint_reconciler() -> None:
+def test_ingress_leads_kubernetes_default_to_the_node_local_proxy() -> None:
     run = run_program(CONFIG)
-    assert not [o for o in run.objects_through("green-tenant") if o.inputs["kind"] == "Endpoints"]
+    tenant = {
+        (o.type.split(":")[-1], o.inputs["metadata"]["name"]): o.inputs
+        for o in run.objects_through("green-tenant")
+        if o.inputs["metadata"].get("namespace") == "default"
+    }
+    assert set(tenant) == {
+        ("Secret", "kubernetes-api-proxy"),
+        ("ConfigMap", "kubernetes-api-proxy"),
+        ("DaemonSet", "kubernetes-api-proxy"),
+        ("ServicePatch", "kubernetes"),
+    }
+    pod_labels = tenant["DaemonSet", "kubernetes-api-proxy"]["spec"]["template"]["metadata"]
+    assert tenant["ServicePatch", "kubernetes"]["spec"]["selector"] == pod_labels["labels"]
     deployment = run.named("green-apiserver-deployment").inputs
     command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert not any(arg.startswith("--endpoint-reconciler-type") for arg in command)
+    assert "--endpoint-reconciler-type=none" in command
 
 
 def test_add_ons_can_be_switched_off() -> None:
-    def tenant_kinds(**switches: str) -> set[str]:
+    def tenant_workloads(**switches: str) -> set[str]:
         run = run_program({**CONFIG, **switches})
-        return {o.inputs["kind"] for o in run.objects_through("green-tenant")}
+        return {
+            o.inputs["metadata"]["name"]
+            for o in run.objects_through("green-tenant")
+            if o.inputs["kind"] in ("Deployment", "DaemonSet")
+        }
 
-    assert {"Deployment", "DaemonSet"} <= tenant_kinds()
-    assert "DaemonSet" not in tenant_kinds(kubeProxy="false")
-    assert "Deployment" not in tenant_kinds(coreDns="false")
+    assert tenant_workloads() == {"coredns", "kube-proxy", "kubernetes-api-proxy"}
+    assert tenant_workloads(kubeProxy="false") == {"coredns", "kubernetes-api-proxy"}
+    assert tenant_workloads(coreDns="false") == {"kube-proxy", "kubernetes-api-proxy"}
 
 
 def test_join_outputs(run: ProgramRun) -> None:

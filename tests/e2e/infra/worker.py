@@ -54,6 +54,11 @@ NETNS_DIR = Path("/run/netns")
 
 # The images a tenant worker runs: the sandbox, the two add-ons and a client for the tests.
 E2E_CLIENT_IMAGE = "localhost/k8s-on-k8s/e2e-client:v1.37.2"
+# The node-local proxy behind kubernetes.default (exposure ingress): Debian's HAProxy at the
+# official image's path, under a local name (the stack's `apiProxyImage` in the ingress test).
+HAPROXY = Path("/usr/sbin/haproxy")
+HAPROXY_IMAGE_PATH = "/usr/local/sbin/haproxy"
+API_PROXY_IMAGE = "localhost/k8s-on-k8s/haproxy:2.6"
 
 # iptables for the kube-proxy image: the nf_tables backend, like the host's `iptables` (Debian
 # 12's default alternative) and the rig's own kube-proxy. This kernel also accepts the legacy
@@ -178,6 +183,23 @@ def shared_libraries(binary: Path) -> list[Path]:
     return libraries
 
 
+def _add_with_libraries(files: dict[str, ImageFile], path: str, binary: Path) -> None:
+    """`binary` at `path` in the image, and every library it links at the host's paths."""
+    from tests.e2e.images.oci import ImageFile
+
+    files[path] = ImageFile.from_host(path, binary.resolve())
+    for library in shared_libraries(binary):
+        if str(library) not in files:
+            files[str(library)] = ImageFile.from_host(str(library), library.resolve())
+
+
+def haproxy_image_files() -> list[ImageFile]:
+    """HAProxy for the proxy image, with every library it links."""
+    files: dict[str, ImageFile] = {}
+    _add_with_libraries(files, HAPROXY_IMAGE_PATH, HAPROXY)
+    return [files[path] for path in sorted(files)]
+
+
 def iptables_image_files() -> list[ImageFile]:
     """iptables (nf_tables backend) for the kube-proxy image, at the host's paths: the multi
     binary and its command links, every library it and the xtables modules link, and the
@@ -185,12 +207,8 @@ def iptables_image_files() -> list[ImageFile]:
     from tests.e2e.images.oci import ImageFile
 
     files: dict[str, ImageFile] = {}
-    binaries = [IPTABLES_MULTI, *sorted(XTABLES_MODULES_DIR.glob("*.so"))]
-    for binary in binaries:
-        files[str(binary)] = ImageFile.from_host(str(binary), binary.resolve())
-        for library in shared_libraries(binary):
-            if str(library) not in files:
-                files[str(library)] = ImageFile.from_host(str(library), library.resolve())
+    for binary in [IPTABLES_MULTI, *sorted(XTABLES_MODULES_DIR.glob("*.so"))]:
+        _add_with_libraries(files, str(binary), binary)
     for command in IPTABLES_COMMANDS:
         path = f"/usr/sbin/{command}"
         files[path] = ImageFile.symlink(path, IPTABLES_MULTI.name)
@@ -198,8 +216,8 @@ def iptables_image_files() -> list[ImageFile]:
 
 
 def build_worker_images(bin_dir: Path, out_dir: Path) -> list[tuple[str, Path]]:
-    """pause, kube-proxy (with iptables), CoreDNS, the konnectivity agent and the e2e client
-    (kubectl + pause)."""
+    """pause, kube-proxy (with iptables), CoreDNS, the konnectivity agent, the API proxy
+    (HAProxy) and the e2e client (kubectl + pause)."""
     from tests.e2e.images import build
 
     by_reference = {spec.reference: spec for spec in build.IMAGES}
@@ -227,6 +245,15 @@ def build_worker_images(bin_dir: Path, out_dir: Path) -> list[tuple[str, Path]]:
             build.build_image(by_reference[konnectivity_agent], bin_dir, out_dir),
         ),
         (client.reference, build.build_image(client, bin_dir, out_dir)),
+        (
+            API_PROXY_IMAGE,
+            build.build_image(
+                build.ImageSpec(reference=API_PROXY_IMAGE, binaries={}, user="65532:65532"),
+                bin_dir,
+                out_dir,
+                haproxy_image_files(),
+            ),
+        ),
     ]
     return images
 
