@@ -131,6 +131,10 @@ def api_server_command(settings: ControlPlaneSettings, names: ObjectNames) -> li
         "--audit-log-maxbackup=2",
         "--audit-log-maxsize=20",
         "--profiling=false",
+        # A rollout drops no request: a terminating apiserver keeps serving while the Service,
+        # NodePort and ingress drop it, then answers 429 with Retry-After (client-go retries).
+        "--shutdown-delay-duration=10s",
+        "--shutdown-send-retry-after=true",
         # The pods' IPs mean nothing on tenant nodes; components/in_cluster_api decides where
         # kubernetes.default leads.
         "--endpoint-reconciler-type=none",

@@ -68,7 +68,9 @@ from components.tenant_objects import (
 # apiserver-network-proxy release per Kubernetes minor: the one whose konnectivity-client that
 # Kubernetes release links (its go.mod), so the apiserver and the server speak the same client
 # library version. Upstream tags its images with the module version.
-KONNECTIVITY_VERSIONS = {"1.35": "v0.31.2", "1.36": "v0.34.0", "1.37": "v0.36.0"}
+# For 1.35 (client v0.31.2) the newest v0.31 patch the Go module proxy serves: v0.31.2 itself
+# is not served there, so it could not be built and checked here.
+KONNECTIVITY_VERSIONS = {"1.35": "v0.31.4", "1.36": "v0.34.0", "1.37": "v0.36.0"}
 SERVER_IMAGE = "kas-network-proxy/proxy-server"
 AGENT_IMAGE = "kas-network-proxy/proxy-agent"
 

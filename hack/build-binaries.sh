@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the binaries the e2e rig and the tenant images need, from the Go module proxy only:
 #   kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl kubeadm
-#   etcd etcdctl pause coredns proxy-server proxy-agent
+#   etcd etcdctl pause coredns proxy-server proxy-agent traefik
 # into ${K8S_ON_K8S_CACHE:-/var/cache/k8s-on-k8s}/<version>/bin (outside the work tree).
 #
 # Usage: hack/build-binaries.sh [K8S_VERSION]   (only v1.37.2: the wrapper go.mod pins it)
@@ -18,6 +18,12 @@ readonly COREDNS_VERSION="v1.14.6"
 # Kubernetes v1.37.2 links (hack/build/kubernetes/go.mod); hack/build/konnectivity/go.mod pins it.
 readonly KONNECTIVITY_VERSION="v0.36.0"
 readonly KONNECTIVITY_MODULE="sigs.k8s.io/apiserver-network-proxy"
+# Traefik, the rig's ingress controller (its kubernetesIngressNGINX provider does SSL passthrough),
+# built in writable copies of the downloaded modules (see hack/build/README.md, "traefik/").
+readonly TRAEFIK_VERSION="v3.7.13"
+readonly TRAEFIK_MODULE="github.com/traefik/traefik/v3"
+# Stands in for the fork of it that Traefik's go.mod names and the module proxy refuses.
+readonly GO_HTTP_AUTH="github.com/abbot/go-http-auth@v0.4.0"
 
 k8s_version="${1:-${SUPPORTED_K8S_VERSION}}"
 if [[ "${k8s_version}" != "${SUPPORTED_K8S_VERSION}" ]]; then
@@ -54,6 +60,7 @@ version_command() { # name
     kubeadm) echo "version -o short" ;;
     etcdctl) echo "version" ;;
     coredns) echo "-version" ;;
+    traefik) echo "version" ;;
     *) echo "--version" ;;
   esac
 }
@@ -81,15 +88,19 @@ is_usable() { # name expected_version
   [[ "${output}" == *"$2"* ]]
 }
 
-# build NAME EXPECTED_VERSION MODULE_DIR PACKAGE LDFLAGS: builds one binary unless it is usable.
+# build NAME EXPECTED_VERSION MODULE_DIR PACKAGE LDFLAGS [PREPARE]: builds one binary unless it is
+# usable. PREPARE, a function, is called with MODULE_DIR first to fill it (only when building).
 build() {
-  local name="$1" expected_version="$2" module_dir="$3" package="$4" ldflags="$5"
+  local name="$1" expected_version="$2" module_dir="$3" package="$4" ldflags="$5" prepare="${6:-}"
   if [[ "${FORCE:-0}" != 1 ]] && is_usable "${name}" "${expected_version}"; then
     log "reusing ${name} (${expected_version})"
     return
   fi
   log "building ${name} ..."
   local started=${SECONDS}
+  if [[ -n "${prepare}" ]]; then
+    "${prepare}" "${module_dir}"
+  fi
   # Build next to the target and rename, so an interrupted build never leaves a broken binary.
   (cd "${module_dir}" &&
     go build "${go_build_flags[@]}" -ldflags "-s -w ${ldflags}" \
@@ -147,6 +158,52 @@ build proxy-server "${konnectivity_expected}" "${build_dir}/konnectivity" \
   "${KONNECTIVITY_MODULE}/cmd/server" ""
 build proxy-agent "${konnectivity_expected}" "${build_dir}/konnectivity" \
   "${KONNECTIVITY_MODULE}/cmd/agent" ""
+
+# --- Traefik ------------------------------------------------------------------------------------
+# Not buildable from a wrapper module or with `go install`: its go.mod replaces its unpublished
+# nested module github.com/traefik/traefik/dynamic/ext with ./pkg/config/dynamic/ext, which the
+# module zip leaves out, and the module proxy refuses some of its dependencies.
+# So Traefik's own go.mod and go.sum drive the build, in copies of three downloaded modules with
+# the files under hack/build/traefik/<copy>/ laid over them:
+#   traefik       + pkg/config/dynamic/ext (the two empty extension structs, as upstream)
+#   lego          + a providers/dns without lego's DNS-01 providers (some SDKs are refused)
+#   go-http-auth  v0.4.0 + the two functions of Traefik's fork of it (the fork is refused)
+# The web UI embeds webui/static, which the module zip has (one file), so the build needs no tag.
+
+# Prints the directory of a downloaded module (go mod download verifies it against go.sum / the
+# checksum database).
+downloaded_dir() { # module_dir module[@version]
+  (cd "$1" && go mod download -json "$2") | sed -n 's/.*"Dir": "\(.*\)".*/\1/p'
+}
+
+# Copies a downloaded module to work_dir/name, writable, and lays hack/build/traefik/name over it.
+copy_module() { # source_dir work_dir name
+  cp -R "$1" "$2/$3"
+  chmod -R u+w "$2/$3"
+  cp -R "${build_dir}/traefik/$3/." "$2/$3/"
+}
+
+# Fills work_dir with traefik/ (the main module), lego/ and go-http-auth/ next to it.
+prepare_traefik() { # work_dir/traefik
+  local work_dir
+  work_dir="$(dirname "$1")"
+  copy_module "$(downloaded_dir "${build_dir}" "${TRAEFIK_MODULE}@${TRAEFIK_VERSION}")" \
+    "${work_dir}" traefik
+  # The lego version Traefik's go.mod selects.
+  copy_module "$(downloaded_dir "$1" github.com/go-acme/lego/v5)" "${work_dir}" lego
+  copy_module "$(downloaded_dir "${build_dir}" "${GO_HTTP_AUTH}")" "${work_dir}" go-http-auth
+  (cd "$1" &&
+    go mod edit -replace github.com/go-acme/lego/v5=../lego \
+      -replace github.com/abbot/go-http-auth=../go-http-auth)
+}
+
+traefik_work_dir="$(mktemp -d)"
+trap 'rm -rf "${traefik_work_dir}"' EXIT
+traefik_build_date="$(module_time "${build_dir}" "${TRAEFIK_MODULE}@${TRAEFIK_VERSION}")"
+traefik_ldflags="-X ${TRAEFIK_MODULE}/pkg/version.Version=${TRAEFIK_VERSION#v}"
+traefik_ldflags+=" -X ${TRAEFIK_MODULE}/pkg/version.BuildDate=${traefik_build_date}"
+build traefik "${TRAEFIK_VERSION#v}" "${traefik_work_dir}/traefik" ./cmd/traefik \
+  "${traefik_ldflags}" prepare_traefik
 
 log "all binaries ready in ${bin_dir} (total $((SECONDS - total_started))s)"
 ls -l "${bin_dir}"

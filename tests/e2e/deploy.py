@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,15 @@ class Deployment:
     manifests: list[dict[str, Any]]  # for the infrastructure cluster (the tenant namespace)
     tenant_manifests: list[dict[str, Any]]  # for the tenant cluster, once its API answers
 
+    @property
+    def patches(self) -> frozenset[tuple[str, str, str, str]]:
+        """Objects the program only patches (pulumi-kubernetes' *Patch resources)."""
+        return frozenset(
+            identity(secret_with_data(as_manifest(r.inputs)))
+            for r in self.run.kubernetes_objects()
+            if r.type.endswith("Patch")
+        )
+
 
 def render(config: Mapping[str, Any], state: MockState) -> Deployment:
     run = run_program(config, state=state, stack="e2e")
@@ -89,37 +99,93 @@ def render(config: Mapping[str, Any], state: MockState) -> Deployment:
     return Deployment(run, manifests_of(infra), manifests_of(tenant))
 
 
+# What a request through a rolling apiserver or a reconfiguring ingress may meet once; applying
+# and deleting are idempotent, so such a call is repeated.
+TRANSIENT_ERRORS = ("EOF", "connection refused", "connection reset by peer", "i/o timeout")
+
+
+def run_kubectl(
+    argv: list[str], document: str, attempts: int = 3
+) -> subprocess.CompletedProcess[str]:
+    for attempt in range(1, attempts + 1):
+        result = subprocess.run(
+            argv, input=document, capture_output=True, text=True, check=False, timeout=120
+        )
+        transient = any(error in result.stderr for error in TRANSIENT_ERRORS)
+        if result.returncode == 0 or not transient or attempt == attempts:
+            return result
+        time.sleep(3)
+    raise AssertionError("unreachable")
+
+
 def _kubectl_server_side(
-    verb: str, kubectl: Path, kubeconfig: Path, manifests: list[dict[str, Any]], check: bool
+    verb: str, kubectl: Path, kubeconfig: Path, manifests: list[dict[str, Any]]
 ) -> subprocess.CompletedProcess[str]:
     document = {"apiVersion": "v1", "kind": "List", "items": manifests}
-    return subprocess.run(
-        [
-            str(kubectl),
-            f"--kubeconfig={kubeconfig}",
-            verb,
-            "--server-side",
-            f"--field-manager={FIELD_MANAGER}",
-            "-f",
-            "-",
-        ],
-        input=json.dumps(document),
-        capture_output=True,
-        text=True,
-        check=check,
-        timeout=120,
-    )
+    argv = [
+        str(kubectl),
+        f"--kubeconfig={kubeconfig}",
+        verb,
+        "--server-side",
+        f"--field-manager={FIELD_MANAGER}",
+        "-f",
+        "-",
+    ]
+    return run_kubectl(argv, json.dumps(document))
 
 
 def server_side_apply(
     kubectl: Path, kubeconfig: Path, manifests: list[dict[str, Any]]
 ) -> subprocess.CompletedProcess[str]:
     """One `kubectl apply --server-side` of every manifest, in the given order."""
-    return _kubectl_server_side("apply", kubectl, kubeconfig, manifests, check=True)
+    result = _kubectl_server_side("apply", kubectl, kubeconfig, manifests)
+    if result.returncode != 0:
+        raise AssertionError(f"kubectl apply --server-side failed: {result.stderr.strip()}")
+    return result
+
+
+def identity(manifest: dict[str, Any]) -> tuple[str, str, str, str]:
+    metadata = manifest["metadata"]
+    return (
+        manifest["apiVersion"],
+        manifest["kind"],
+        metadata.get("namespace", ""),
+        metadata["name"],
+    )
+
+
+def removed(
+    previous: list[dict[str, Any]],
+    current: list[dict[str, Any]],
+    patches: frozenset[tuple[str, str, str, str]] = frozenset(),
+) -> list[dict[str, Any]]:
+    """What `previous` declared and `current` does not, in reverse apply order (as Pulumi
+    deletes resources that left the program, after creating and updating the others). Patches
+    of objects the program did not create are given up, never deleted."""
+    kept = {identity(manifest) for manifest in current} | patches
+    return [manifest for manifest in reversed(previous) if identity(manifest) not in kept]
+
+
+def delete(kubectl: Path, kubeconfig: Path, manifests: list[dict[str, Any]]) -> None:
+    if not manifests:
+        return
+    document = {"apiVersion": "v1", "kind": "List", "items": manifests}
+    argv = [
+        str(kubectl),
+        f"--kubeconfig={kubeconfig}",
+        "delete",
+        "--ignore-not-found",
+        "--wait=false",
+        "-f",
+        "-",
+    ]
+    result = run_kubectl(argv, json.dumps(document))
+    if result.returncode != 0:
+        raise AssertionError(f"kubectl delete failed: {result.stderr.strip()}")
 
 
 def server_side_diff(
     kubectl: Path, kubeconfig: Path, manifests: list[dict[str, Any]]
 ) -> subprocess.CompletedProcess[str]:
     """`kubectl diff --server-side`: exit 0 when applying would change nothing, 1 when it would."""
-    return _kubectl_server_side("diff", kubectl, kubeconfig, manifests, check=False)
+    return _kubectl_server_side("diff", kubectl, kubeconfig, manifests)

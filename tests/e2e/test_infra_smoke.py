@@ -4,12 +4,16 @@
 
 The tenant user creates, in its `restricted` namespace: a pause pod behind a headless Service,
 and an etcd server on a PersistentVolumeClaim behind a ClusterIP Service that an etcdctl pod
-reaches by DNS name (pod -> rig DNS -> Service IP -> kube-proxy -> pod).
+reaches by DNS name (pod -> rig DNS -> Service IP -> kube-proxy -> pod). The cluster admin
+creates an Ingress like the program's (class nginx, SSL passthrough) for the infra apiserver:
+name -> rig DNS (wildcard) -> Traefik on the node IP -> by SNI, untouched -> kube-apiserver.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import ssl
 import subprocess
 import time
@@ -19,15 +23,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from tests.e2e.images.build import ETCD_IMAGE_TAG, PAUSE_VERSION
 from tests.e2e.infra import InfraCluster
-from tests.e2e.infra.dns import query_a
+from tests.e2e.infra.dns import Answer, query_a
 
 ETCD_IMAGE = f"registry.k8s.io/etcd:{ETCD_IMAGE_TAG}"
 PAUSE_IMAGE = f"registry.k8s.io/pause:{PAUSE_VERSION}"
 NONROOT_UID = 65532
 SMOKE_LABELS = {"rig-smoke": "true"}
+# What the program's `exposure: ingress` puts on its Ingress (components/exposure.py).
+PASSTHROUGH_ANNOTATIONS = {
+    "nginx.ingress.kubernetes.io/ssl-passthrough": "true",
+    "nginx.ingress.kubernetes.io/backend-protocol": "HTTPS",
+}
+INFRA_API_INGRESS = "smoke-infra-api"
 
 
 def restricted_container(name: str, image: str, command: list[str] | None = None) -> dict:
@@ -196,7 +208,7 @@ def test_teardown_check_sees_every_running_binary(infra_cluster: InfraCluster) -
     found = "\n".join(infra_cluster.leftovers())
     for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
         assert f"{infra_cluster.bin_dir / name}( |$)" in found
-    for name in ("kubelet", "kube-proxy", "coredns"):
+    for name in ("kubelet", "kube-proxy", "coredns", "traefik"):
         assert f"{infra_cluster.bin_dir / name}( |$)" in found
     assert "containerd --config" in found
 
@@ -378,3 +390,159 @@ def test_pod_reaches_the_kubernetes_service(smoke_workloads: InfraCluster) -> No
     ).stdout
     assert "Addr: '10.96.0.1:443'" in logs, logs
     assert "403 (Forbidden)" in logs, logs
+
+
+def test_rig_dns_answers_every_ingress_name_with_the_ingress_ip(
+    infra_cluster: InfraCluster,
+) -> None:
+    settings = infra_cluster.settings
+    for name in (settings.ingress_host("x"), settings.ingress_host("a.b"), settings.ingress_domain):
+        answer = query_a(name, infra_cluster.dns_ip)
+        assert answer == Answer("NOERROR", (settings.ingress_ip,)), name
+    # A name that merely contains the domain is not under it: NXDOMAIN, like any other.
+    assert query_a(f"x.{settings.ingress_domain}.example", infra_cluster.dns_ip).rcode == "NXDOMAIN"
+
+
+def passthrough_ingress(
+    *, name: str, host: str, ingress_class: str, service: str, port: int
+) -> dict:
+    """An Ingress as the program writes it: TLS passed through by host name to an HTTPS Service."""
+    backend = {"service": {"name": service, "port": {"number": port}}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "labels": SMOKE_LABELS,
+            "annotations": PASSTHROUGH_ANNOTATIONS,
+        },
+        "spec": {
+            "ingressClassName": ingress_class,
+            "rules": [
+                {
+                    "host": host,
+                    "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]},
+                }
+            ],
+        },
+    }
+
+
+def presented_certificate(address: str, port: int, server_name: str) -> bytes | None:
+    """The certificate (DER) the server presents for this SNI, unverified; None if no handshake."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((address, port), timeout=5) as connection,
+            context.wrap_socket(connection, server_hostname=server_name) as tls,
+        ):
+            return tls.getpeercert(binary_form=True)
+    except OSError:
+        return None
+
+
+def https_get(tls: ssl.SSLSocket, host: str, path: str) -> tuple[int, bytes]:
+    """One HTTP/1.1 GET over an open TLS connection."""
+    tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    response = http.client.HTTPResponse(tls)
+    response.begin()
+    return response.status, response.read()
+
+
+def pem_file_as_der(path: Path) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def infra_api_ingress(infra_cluster: InfraCluster) -> Iterator[str]:
+    """An Ingress for the infra apiserver (`kubernetes` in `default`), created by the cluster
+    admin; yields its host once Traefik passes it through (the provider applies changes after a
+    short throttle)."""
+    settings = infra_cluster.settings
+    host = settings.ingress_host("infra-api")
+    infra_cluster.apply(
+        passthrough_ingress(
+            name=INFRA_API_INGRESS,
+            host=host,
+            ingress_class=settings.ingress_class,
+            service="kubernetes",
+            port=443,
+        )
+    )
+    try:
+        apiserver_certificate = pem_file_as_der(infra_cluster.pki.cert("apiserver"))
+        deadline = time.monotonic() + 60
+        while (
+            presented_certificate(settings.ingress_ip, settings.ingress_https_port, host)
+            != apiserver_certificate
+        ):
+            if time.monotonic() > deadline:
+                logs = (settings.logs_dir / "traefik.log").read_text()[-3000:]
+                pytest.fail(f"Traefik did not pass {host} through to the apiserver:\n{logs}")
+            time.sleep(1)
+        yield host
+    finally:
+        infra_cluster.kubectl(
+            "-n", "default", "delete", "ingress", INFRA_API_INGRESS, "--wait=true"
+        )
+
+
+def test_ingress_passes_tls_through_to_the_apiserver(
+    infra_cluster: InfraCluster, infra_api_ingress: str
+) -> None:
+    """The apiserver itself terminates TLS: its own certificate, verified against the rig CA,
+    and it authenticates the admin's client certificate, which no TLS-terminating proxy could
+    pass on."""
+    settings = infra_cluster.settings
+    host = infra_api_ingress
+    assert query_a(host, infra_cluster.dns_ip).addresses == (settings.ingress_ip,)
+    context = infra_cluster.admin_ssl_context()  # the rig CA, the admin's client certificate
+    context.check_hostname = False  # the apiserver's certificate does not name the ingress host
+    with (
+        socket.create_connection((settings.ingress_ip, settings.ingress_https_port), 5) as tcp,
+        context.wrap_socket(tcp, server_hostname=host) as tls,
+    ):
+        certificate = tls.getpeercert(binary_form=True)
+        assert certificate == pem_file_as_der(infra_cluster.pki.cert("apiserver"))
+        assert https_get(tls, host, "/readyz") == (200, b"ok")
+
+
+def test_ingress_publishes_the_ingress_ip_in_the_status(
+    infra_cluster: InfraCluster, infra_api_ingress: str
+) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        ingress = infra_cluster.kubectl_json("-n", "default", "get", "ingress", INFRA_API_INGRESS)
+        addresses = ingress.get("status", {}).get("loadBalancer", {}).get("ingress", [])
+        if addresses:
+            break
+        assert time.monotonic() < deadline, ingress
+        time.sleep(1)
+    assert addresses == [{"ip": infra_cluster.settings.ingress_ip}]
+
+
+def test_unknown_ingress_host_does_not_reach_the_apiserver(
+    infra_cluster: InfraCluster, infra_api_ingress: str
+) -> None:
+    """Another name of the domain reaches Traefik too (wildcard DNS), which then terminates TLS
+    with its own default certificate: not the apiserver's, not from the rig CA."""
+    settings = infra_cluster.settings
+    host = settings.ingress_host("unknown")
+    assert query_a(host, infra_cluster.dns_ip).addresses == (settings.ingress_ip,)
+    presented = presented_certificate(settings.ingress_ip, settings.ingress_https_port, host)
+    assert presented is not None
+    assert presented != pem_file_as_der(infra_cluster.pki.cert("apiserver"))
+    subject = x509.load_der_x509_certificate(presented).subject
+    assert [a.value for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)] == [
+        "TRAEFIK DEFAULT CERT"
+    ]
+    context = ssl.create_default_context(cafile=str(infra_cluster.ca_cert))
+    context.check_hostname = False
+    with (
+        socket.create_connection((settings.ingress_ip, settings.ingress_https_port), 5) as tcp,
+        pytest.raises(ssl.SSLCertVerificationError),
+    ):
+        context.wrap_socket(tcp, server_hostname=host)

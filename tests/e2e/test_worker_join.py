@@ -11,6 +11,7 @@ add-ons; only the test client (its namespace, service account and pods) is appli
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -168,14 +169,18 @@ def as_bootstrap_user(tenant: TenantAccess, bootstrap_kubeconfig: str, *args: st
     return json.loads(result.stdout)
 
 
-@pytest.fixture(scope="module")
-def worker(
-    tenant_access: TenantAccess, bootstrap_kubeconfig: str, tenant_addons: None
+@contextlib.contextmanager
+def joined_worker(
+    tenant: TenantAccess, bootstrap_kubeconfig: str, figures: dict[str, Any], **settings: Any
 ) -> Iterator[Worker]:
-    tenant = tenant_access
+    """A worker that starts with nothing but `bootstrap_kubeconfig` and the kubelet-config it
+    reads with that token; on exit its Node is deleted and it stops (and must leave nothing)."""
     node = Worker(
         WorkerSettings.for_tenant(
-            tenant.infra.settings, tenant.settings.service_cidr, tenant.settings.cluster_domain
+            tenant.infra.settings,
+            tenant.settings.service_cidr,
+            tenant.settings.cluster_domain,
+            **settings,
         )
     )
     ca_data = yaml.safe_load(bootstrap_kubeconfig)["clusters"][0]["cluster"][
@@ -197,19 +202,27 @@ def worker(
         tenant_kubectl=tenant.kubectl,
         cluster_kubelet_config=yaml.safe_load(kubelet_config["data"]["kubelet"]),
     )
-    FIGURES["worker kubelet start to node Ready (s)"] = round(node.timings["ready_seconds"], 1)
-    FIGURES["worker kubelet start to node registered (s)"] = round(
+    figures["worker kubelet start to node Ready (s)"] = round(node.timings["ready_seconds"], 1)
+    figures["worker kubelet start to node registered (s)"] = round(
         node.timings["registered_seconds"], 1
     )
-    FIGURES["worker start (netns, containerd, images, kubelet) to node Ready (s)"] = round(
+    figures["worker start (netns, containerd, images, kubelet) to node Ready (s)"] = round(
         node.timings["start_to_ready_seconds"], 1
     )
     try:
         yield node
     finally:
-        print("\nworker figures: " + json.dumps(FIGURES, indent=2))
+        print("\nworker figures: " + json.dumps(figures, indent=2))
         tenant.kubectl("delete", "node", node.settings.node_name, "--wait=false", check=False)
         node.stop(verify=True)
+
+
+@pytest.fixture(scope="module")
+def worker(
+    tenant_access: TenantAccess, bootstrap_kubeconfig: str, tenant_addons: None
+) -> Iterator[Worker]:
+    with joined_worker(tenant_access, bootstrap_kubeconfig, FIGURES) as node:
+        yield node
 
 
 # -- Tests -------------------------------------------------------------------------------------
@@ -437,45 +450,50 @@ def _client_pod(name: str, node: str, containers: list[dict[str, Any]], **spec: 
     }
 
 
+def client_namespace_objects() -> list[dict[str, Any]]:
+    """A restricted namespace with a reader service account and its in-pod kubeconfig."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": NAMESPACE,
+                "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "e2e-client", "namespace": NAMESPACE},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "e2e-client-view"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "view",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "e2e-client", "namespace": NAMESPACE}],
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "e2e-client-kubeconfig", "namespace": NAMESPACE},
+            "data": {"kubeconfig": _client_kubeconfig()},
+        },
+    ]
+
+
 @pytest.fixture(scope="module")
 def client_namespace(tenant_access: TenantAccess, worker: Worker) -> str:
-    """A restricted namespace with a reader service account, its kubeconfig, and a Service
-    (and its endpoints: the API's NodePort) that exists only in the tenant cluster."""
+    """The client namespace, and a Service (and its endpoints: the API's NodePort) that exists
+    only in the tenant cluster."""
     address, port = tenant_access.infra.node_ip, NODE_PORT
     tenant_access.apply(
         [
-            {
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": {
-                    "name": NAMESPACE,
-                    "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
-                },
-            },
-            {
-                "apiVersion": "v1",
-                "kind": "ServiceAccount",
-                "metadata": {"name": "e2e-client", "namespace": NAMESPACE},
-            },
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": "e2e-client-view"},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": "view",
-                },
-                "subjects": [
-                    {"kind": "ServiceAccount", "name": "e2e-client", "namespace": NAMESPACE}
-                ],
-            },
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": "e2e-client-kubeconfig", "namespace": NAMESPACE},
-                "data": {"kubeconfig": _client_kubeconfig()},
-            },
+            *client_namespace_objects(),
             {
                 "apiVersion": "v1",
                 "kind": "Service",
@@ -767,6 +785,7 @@ def test_logs_and_exec_go_through_konnectivity_when_the_node_is_unreachable(
             timeout=300,
         )
         server_side_apply(infra.kubectl_path, tenant.kubeconfig, changed.tenant_manifests)
+        tenant.deployment = changed  # what the stack now holds (deploy.removed compares to it)
 
         def agent_ready_on_the_worker() -> bool:
             listed = tenant_access.kubectl_json(

@@ -69,6 +69,11 @@ def test_apiserver_flags() -> None:
         "client-ca-file",
     ):
         assert f[required], required
+    # Every mode: the pod IPs mean nothing on tenant nodes (components/in_cluster_api).
+    assert f["endpoint-reconciler-type"] == "none"
+    # Rollouts: keep serving while Services and the ingress drop the pod, then ask to retry.
+    assert f["shutdown-delay-duration"] == "10s"
+    assert f["shutdown-send-retry-after"] == "true"
     # Removed from kube-apiserver in 1.33: passing them makes it exit.
     assert "cloud-provider" not in f and "cloud-config" not in f
 

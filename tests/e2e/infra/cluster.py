@@ -1,8 +1,8 @@
 """A one-node infrastructure cluster made of host processes inside the rig network namespace.
 
-InfraCluster(settings).start() runs etcd .. CoreDNS until the node is Ready, then creates the
-tenant namespace, storage and user; .kubectl() runs kubectl; .stop() stops, unmounts and removes
-everything and raises if anything is left behind.
+InfraCluster(settings).start() runs etcd .. CoreDNS and Traefik until the node is Ready, then
+creates the tenant namespace, storage, user and the ingress class; .kubectl() runs kubectl;
+.stop() stops, unmounts and removes everything and raises if anything is left behind.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -195,7 +196,24 @@ def component_commands(settings: RigSettings, pki: Pki) -> dict[str, list[str]]:
             "-conf",
             str(config / "Corefile"),
         ],
+        # An explicit file: without one Traefik would read /etc/traefik/traefik.* or
+        # ./traefik.* if present, and ignore its flags.
+        "traefik": [
+            str(s.binary("traefik")),
+            f"--configFile={config / 'traefik.yaml'}",
+        ],
     }
+
+
+def traefik_environment(environ: Mapping[str, str], kubeconfig: Path) -> dict[str, str]:
+    """Traefik's provider reads its kubeconfig from KUBECONFIG; it would use an in-cluster
+    config instead if KUBERNETES_SERVICE_HOST were set (say, CI running in a pod)."""
+    inherited = {
+        name: value
+        for name, value in environ.items()
+        if name not in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
+    }
+    return {**inherited, "KUBECONFIG": str(kubeconfig)}
 
 
 def write_json(path: Path, data: dict, mode: int = 0o644) -> None:
@@ -273,6 +291,20 @@ def write_config_files(settings: RigSettings, pki: Pki) -> None:
             bind_ip=s.dns_ip,
             cluster_domain=s.cluster_domain,
             kubeconfig_path=str(s.admin_kubeconfig),
+            ingress_domain=s.ingress_domain,
+            ingress_ip=s.ingress_ip,
+        ),
+    )
+    # JSON is YAML; Traefik picks the format by the extension.
+    write_json(
+        s.config_dir / "traefik.yaml",
+        configs.traefik_configuration(
+            http_address=f"{s.ingress_ip}:{s.ingress_http_port}",
+            https_address=f"{s.ingress_ip}:{s.ingress_https_port}",
+            ping_address=f"127.0.0.1:{s.ingress_ping_port}",
+            ingress_class=s.ingress_class,
+            controller_class=s.ingress_controller,
+            status_address=s.ingress_ip,
         ),
     )
     write_text(
@@ -331,6 +363,14 @@ def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2, context=context) as response:
             return response.status == 200
+    except OSError:
+        return False
+
+
+def _listens(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=2):
+            return True
     except OSError:
         return False
 
@@ -502,8 +542,10 @@ class InfraCluster:
                 f"{sorted(running)}; stop it with `hack/infra.sh down`"
             )
 
-    def _launch(self, name: str, argv: list[str]) -> ManagedProcess:
-        process = ManagedProcess(name, argv, self.settings.logs_dir / f"{name}.log")
+    def _launch(
+        self, name: str, argv: list[str], env: Mapping[str, str] | None = None
+    ) -> ManagedProcess:
+        process = ManagedProcess(name, argv, self.settings.logs_dir / f"{name}.log", env=env)
         process.start(die_with_parent=self.owner == "fixture")
         self.processes[name] = process
         self._save_state()
@@ -578,7 +620,25 @@ class InfraCluster:
             timeout=60,
             watch=[coredns],
         )
+        self._start_ingress_controller(commands)
         assert kubelet.is_running()
+
+    def _start_ingress_controller(self, commands: dict[str, list[str]]) -> None:
+        s = self.settings
+        traefik = self._launch(
+            "traefik", commands["traefik"], traefik_environment(os.environ, s.admin_kubeconfig)
+        )
+        # /ping answers once the entrypoints are open; 443 is checked as well, being the point.
+        wait_until(
+            "Traefik /ping and its HTTPS entrypoint",
+            lambda: (
+                _http_ok(f"http://127.0.0.1:{s.ingress_ping_port}/ping")
+                and _listens(s.ingress_ip, s.ingress_https_port)
+            ),
+            timeout=60,
+            watch=[traefik],
+        )
+        log(f"Traefik serves ingress class {s.ingress_class} on {s.ingress_ip}")
 
     def _wait_node_ready(self, watch: list[ManagedProcess]) -> None:
         last_reason = None
@@ -647,6 +707,7 @@ class InfraCluster:
                     objects.namespace_admin_binding(
                         namespace=s.tenant_namespace, user=s.tenant_user
                     ),
+                    objects.ingress_class(name=s.ingress_class, controller=s.ingress_controller),
                 ]
             )
         )
@@ -662,7 +723,8 @@ class InfraCluster:
         )
         log(
             f"namespace {s.tenant_namespace} (restricted), StorageClass {s.storage_class}, "
-            f"{len(volumes)} PVs, user {s.tenant_user} bound to admin"
+            f"{len(volumes)} PVs, user {s.tenant_user} bound to admin, "
+            f"IngressClass {s.ingress_class}"
         )
 
     def recycle_released_volumes(self) -> list[str]:
@@ -757,7 +819,13 @@ class InfraCluster:
         for shim in host.processes_with_argument(str(s.containerd_socket)):
             stop_pid(shim, timeout=2)
         stop("containerd")
-        for name in ("kube-proxy", "coredns", "kube-scheduler", "kube-controller-manager"):
+        for name in (
+            "traefik",
+            "kube-proxy",
+            "coredns",
+            "kube-scheduler",
+            "kube-controller-manager",
+        ):
             stop(name)
         stop("kube-apiserver")
         stop("etcd")

@@ -135,8 +135,11 @@ def kube_proxy_configuration(*, kubeconfig_path: str, node_name: str, cluster_ci
     }
 
 
-def corefile(*, bind_ip: str, cluster_domain: str, kubeconfig_path: str) -> str:
-    """Cluster names from the Kubernetes API; every other name is NXDOMAIN.
+def corefile(
+    *, bind_ip: str, cluster_domain: str, kubeconfig_path: str, ingress_domain: str, ingress_ip: str
+) -> str:
+    """Cluster names from the Kubernetes API; every name under ingress_domain is ingress_ip (a
+    wildcard A record, as a real ingress set-up would have); every other name is NXDOMAIN.
 
     There is deliberately no `forward` plugin: nothing in the rig may query an outside resolver.
     """
@@ -153,6 +156,17 @@ def corefile(*, bind_ip: str, cluster_domain: str, kubeconfig_path: str) -> str:
     }}
     cache 5
 }}
+{ingress_domain}:53 {{
+    bind {bind_ip}
+    errors
+    template IN A {ingress_domain} {{
+        answer "{{{{ .Name }}}} 5 IN A {ingress_ip}"
+    }}
+    # Other types (AAAA, ...): the name exists, without records of that type.
+    template ANY ANY {ingress_domain} {{
+        rcode NOERROR
+    }}
+}}
 .:53 {{
     bind {bind_ip}
     errors
@@ -161,6 +175,47 @@ def corefile(*, bind_ip: str, cluster_domain: str, kubeconfig_path: str) -> str:
     }}
 }}
 """
+
+
+def traefik_configuration(
+    *,
+    http_address: str,
+    https_address: str,
+    ping_address: str,
+    ingress_class: str,
+    controller_class: str,
+    status_address: str,
+) -> dict:
+    """Traefik's static configuration: the ingress-nginx provider and nothing else.
+
+    Ingresses of `ingress_class` (an IngressClass whose controller is `controller_class`) are
+    served on `https_address`, where `ssl-passthrough` routes a TLS connection by its SNI to the
+    backend untouched, and `http_address`. No dashboard or API, no telemetry or version check.
+    The Kubernetes client comes from the KUBECONFIG variable (the provider has no option for a
+    kubeconfig file).
+    """
+    return {
+        "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
+        "log": {"level": "INFO", "noColor": True},
+        "entryPoints": {
+            "web": {"address": http_address},
+            "websecure": {"address": https_address},
+            "ping": {"address": ping_address},
+        },
+        "ping": {"entryPoint": "ping"},
+        "providers": {
+            "kubernetesIngressNGINX": {
+                "ingressClass": ingress_class,
+                "controllerClass": controller_class,
+                # Without these the provider would put its routers on every entrypoint,
+                # the loopback-only ping one included.
+                "httpEntryPoint": "web",
+                "httpsEntryPoint": "websecure",
+                # Ingress status.loadBalancer, as ingress-nginx sets it.
+                "publishStatusAddress": [status_address],
+            }
+        },
+    }
 
 
 def containerd_config(

@@ -81,5 +81,16 @@ def namespace_admin_binding(*, namespace: str, user: str) -> dict:
     }
 
 
+def ingress_class(*, name: str, controller: str) -> dict:
+    """The class the program's Ingress names (`nginx`), served by the rig's Traefik, whose
+    ingress-nginx provider claims the classes of ingress-nginx's controller value."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "IngressClass",
+        "metadata": {"name": name},
+        "spec": {"controller": controller},
+    }
+
+
 def object_list(items: list[dict]) -> dict:
     return {"apiVersion": "v1", "kind": "List", "items": items}

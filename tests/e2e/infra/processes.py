@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,6 +39,8 @@ class ManagedProcess:
     log_path: Path
     popen: subprocess.Popen | None = None
     pid: int | None = None
+    # The whole environment of the process; None: this process's own.
+    env: Mapping[str, str] | None = None
 
     def start(self, *, die_with_parent: bool) -> None:
         """Starts in its own session (Ctrl-C of the test run must not hit it directly).
@@ -58,6 +60,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=(lambda: _die_with_parent(parent_pid)) if die_with_parent else None,
+                env=None if self.env is None else dict(self.env),
             )
         self.pid = self.popen.pid
 

@@ -40,6 +40,16 @@ class RigSettings:
     persistent_volume_size: str = "2Gi"
     storage_class: str = "rig-local"
     pause_image: str = "registry.k8s.io/pause:3.10.2"
+    # Ingress: Traefik with its ingress-nginx provider on the node IP serves the class that the
+    # program's Ingress names, and the rig DNS answers every name under ingress_domain with
+    # ingress_ip, like a wildcard record pointing at an ingress controller.
+    ingress_domain: str = "k8sonk8s.test"
+    ingress_class: str = "nginx"
+    ingress_controller: str = "k8s.io/ingress-nginx"
+    ingress_https_port: int = 443
+    ingress_http_port: int = 80
+    # Traefik's /ping, on loopback only: the rig's readiness check.
+    ingress_ping_port: int = 8082
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> RigSettings:
@@ -71,6 +81,15 @@ class RigSettings:
     @property
     def apiserver_url(self) -> str:
         return f"https://{self.node_ip}:6443"
+
+    @property
+    def ingress_ip(self) -> str:
+        """Traefik listens on the node IP, reachable from the rig netns and the worker's."""
+        return self.node_ip
+
+    def ingress_host(self, name: str) -> str:
+        """A name the rig DNS resolves to the ingress controller, e.g. e2e.k8sonk8s.test."""
+        return f"{name}.{self.ingress_domain}"
 
     # Files and directories.
     @property
@@ -171,5 +190,6 @@ RIG_BINARIES = (
     "kubelet",
     "kube-proxy",
     "coredns",
+    "traefik",
     "kubectl",
 )

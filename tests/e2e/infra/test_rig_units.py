@@ -10,8 +10,12 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.e2e.infra import configs, dns, host, objects, pki
-from tests.e2e.infra.cluster import component_commands
-from tests.e2e.infra.settings import RigSettings
+from tests.e2e.infra.cluster import (
+    component_commands,
+    missing_prerequisites,
+    traefik_environment,
+)
+from tests.e2e.infra.settings import RIG_BINARIES, RigSettings
 
 
 def _subject(certificate: x509.Certificate, oid: x509.ObjectIdentifier) -> list[str]:
@@ -90,13 +94,64 @@ def test_kubelet_configuration_fits_this_host() -> None:
     assert "staticPodPath" not in config
 
 
-def test_corefile_has_no_forwarding() -> None:
-    corefile = configs.corefile(
-        bind_ip="10.250.0.1", cluster_domain="cluster.local", kubeconfig_path="/a"
+def _corefile() -> str:
+    return configs.corefile(
+        bind_ip="10.250.0.1",
+        cluster_domain="cluster.local",
+        kubeconfig_path="/a",
+        ingress_domain="k8sonk8s.test",
+        ingress_ip="10.250.0.9",
     )
+
+
+def test_corefile_has_no_forwarding() -> None:
+    corefile = _corefile()
     assert "kubernetes cluster.local in-addr.arpa ip6.arpa" in corefile
     assert "forward" not in corefile
     assert "bind 10.250.0.1" in corefile
+    assert corefile.count("{") == corefile.count("}")
+
+
+def test_corefile_answers_the_ingress_domain_like_a_wildcard_record() -> None:
+    corefile = _corefile()
+    block = corefile[corefile.index("k8sonk8s.test:53 {") :]
+    block = block[: block.index("\n}\n")]
+    lines = [line.strip() for line in block.splitlines()]
+    # The A template first: templates are tried in order.
+    assert lines.index("template IN A k8sonk8s.test {") < lines.index(
+        "template ANY ANY k8sonk8s.test {"
+    )
+    assert 'answer "{{ .Name }} 5 IN A 10.250.0.9"' in lines
+    assert "bind 10.250.0.1" in lines
+
+
+def test_traefik_runs_only_the_ingress_nginx_provider() -> None:
+    config = configs.traefik_configuration(
+        http_address="10.250.0.1:80",
+        https_address="10.250.0.1:443",
+        ping_address="127.0.0.1:8082",
+        ingress_class="nginx",
+        controller_class="k8s.io/ingress-nginx",
+        status_address="10.250.0.1",
+    )
+    assert list(config["providers"]) == ["kubernetesIngressNGINX"]
+    provider = config["providers"]["kubernetesIngressNGINX"]
+    assert provider["ingressClass"] == "nginx"
+    assert provider["controllerClass"] == "k8s.io/ingress-nginx"
+    assert provider["httpsEntryPoint"] == "websecure"
+    assert config["entryPoints"]["websecure"] == {"address": "10.250.0.1:443"}
+    assert config["ping"] == {"entryPoint": "ping"}
+    assert config["entryPoints"]["ping"]["address"].startswith("127.0.0.1:")
+    assert config["global"] == {"checkNewVersion": False, "sendAnonymousUsage": False}
+    assert "api" not in config
+
+
+def test_traefik_reads_the_kubeconfig_never_an_in_cluster_config() -> None:
+    environment = traefik_environment(
+        {"PATH": "/bin", "KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"},
+        Path("/rig/admin.kubeconfig"),
+    )
+    assert environment == {"PATH": "/bin", "KUBECONFIG": "/rig/admin.kubeconfig"}
 
 
 def test_containerd_config_is_private_and_cgroupfs() -> None:
@@ -122,6 +177,30 @@ def test_commands_bind_control_plane_ports_as_expected(tmp_path: Path) -> None:
     assert "--authorization-mode=Node,RBAC" in commands["kube-apiserver"]
     assert "--allocate-node-cidrs=true" in commands["kube-controller-manager"]
     assert f"--cluster-cidr={settings.cluster_cidr}" in commands["kube-controller-manager"]
+    assert commands["traefik"] == [
+        str(settings.binary("traefik")),
+        f"--configFile={settings.config_dir / 'traefik.yaml'}",
+    ]
+
+
+def test_a_missing_traefik_is_a_missing_prerequisite(tmp_path: Path) -> None:
+    for name in RIG_BINARIES:
+        if name != "traefik":
+            (tmp_path / name).touch()
+    problems = missing_prerequisites(RigSettings(bin_dir=tmp_path))
+    assert f"binaries missing from {tmp_path}: traefik (build them with" in "\n".join(problems)
+
+
+def test_ingress_names_resolve_to_the_node() -> None:
+    settings = RigSettings()
+    assert settings.ingress_host("e2e") == "e2e.k8sonk8s.test"
+    assert settings.ingress_ip == settings.node_ip == "10.250.0.1"
+
+
+def test_ingress_class_names_the_ingress_nginx_controller() -> None:
+    ingress_class = objects.ingress_class(name="nginx", controller="k8s.io/ingress-nginx")
+    assert ingress_class["metadata"] == {"name": "nginx"}
+    assert ingress_class["spec"] == {"controller": "k8s.io/ingress-nginx"}
 
 
 def test_host_path_volume_is_pinned_to_the_node() -> None:

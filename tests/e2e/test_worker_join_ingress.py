@@ -1,0 +1,330 @@
+"""Ingress exposure end to end: the API through a TLS-passthrough ingress, a node that joins
+through it, and in-cluster clients that reach `kubernetes.default` through the node-local proxy.
+
+The rig runs Traefik with its ingress-nginx provider (the program's Ingress and annotations, as
+written) on 10.250.0.1:443, and its DNS answers every name under the rig's ingress domain with
+that address, like a wildcard record. The shared tenant is switched to `exposure: ingress` (same
+stack: same keys, same etcd data), a fresh worker joins with the new `bootstrapKubeconfig`, and a
+restricted pod there lists objects through `kubernetes.default`, by name and by ClusterIP.
+Runs after test_worker_join.py, whose worker has left.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import ssl
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+
+from components import in_cluster_api
+from components.config import parse_settings
+from tests.e2e.deploy import Deployment, delete, removed, render, server_side_apply
+from tests.e2e.infra import InfraCluster
+from tests.e2e.infra.worker import API_PROXY_IMAGE, Worker
+from tests.e2e.tenant import CLUSTER, Tenant, stack_config, wait_for
+from tests.e2e.test_worker_join import (
+    NAMESPACE,
+    RESTRICTED_CONTAINER,
+    TenantAccess,
+    _client_pod,
+    _pod_phase,
+    _ready,
+    client_namespace_objects,
+    joined_worker,
+)
+
+NODE_NAME = "tenant-worker-ingress"
+FIGURES: dict[str, Any] = {}
+
+
+def ingress_config(infra: InfraCluster) -> dict[str, str]:
+    return {
+        **stack_config(infra),
+        "exposure": "ingress",
+        "apiHost": infra.settings.ingress_host(CLUSTER),
+        "apiProxyImage": API_PROXY_IMAGE,
+    }
+
+
+def _admin(deployment: Deployment) -> tuple[Path, str]:
+    """The new `kubeconfig` output in a file, and its CA."""
+    workdir = Path(tempfile.mkdtemp(prefix="tenant-ingress-"))
+    kubeconfig = workdir / "kubeconfig"
+    kubeconfig.write_text(deployment.run.outputs["kubeconfig"])
+    kubeconfig.chmod(0o600)
+    cluster = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]
+    return kubeconfig, base64.b64decode(cluster["certificate-authority-data"]).decode()
+
+
+@pytest.fixture(scope="module")
+def ingress_access(tenant: Tenant) -> TenantAccess:
+    """The shared tenant, changed to ingress exposure as `pulumi up` would change it: update
+    what stays, create what is new, then delete what left the program."""
+    infra = tenant.infra
+    previous = tenant.deployment
+    config = ingress_config(infra)
+    changed = render(config, tenant.state)
+    kubeconfig, ca_pem = _admin(changed)
+    access = TenantAccess(
+        infra=infra,
+        settings=parse_settings(config),
+        kubeconfig=kubeconfig,
+        ca_pem=ca_pem,
+        endpoint=changed.run.outputs["endpoint"],
+        outputs=dict(changed.run.outputs),
+    )
+    started = time.monotonic()
+    server_side_apply(infra.kubectl_path, infra.tenant_kubeconfig, changed.manifests)
+    # As Pulumi awaits a Deployment: the apiservers lose the konnectivity sidecar if the
+    # previous test added it; the tenant's objects go through the new pods only.
+    infra.kubectl(
+        "rollout",
+        "status",
+        f"deployment/{CLUSTER}-apiserver",
+        "-n",
+        infra.namespace,
+        "--timeout=300s",
+        tenant=True,
+        timeout=320,
+    )
+
+    def every_apiserver_serves_the_new_name() -> bool:
+        # Several in a row: each apiserver picks up its new certificate (a Secret volume
+        # refresh, then a reload) on its own, and a terminating one still serves the old.
+        return all(
+            access.kubectl("get", "--raw", "/readyz", check=False).stdout == "ok" for _ in range(8)
+        )
+
+    wait_for(
+        "the tenant API through the ingress, by its new name",
+        every_apiserver_serves_the_new_name,
+        timeout=300,
+        interval=3,
+    )
+    FIGURES["exposure change to API through the ingress (s)"] = round(time.monotonic() - started, 1)
+    server_side_apply(infra.kubectl_path, kubeconfig, changed.tenant_manifests)
+    delete(
+        infra.kubectl_path,
+        kubeconfig,
+        removed(previous.tenant_manifests, changed.tenant_manifests, previous.patches),
+    )
+    delete(
+        infra.kubectl_path, infra.tenant_kubeconfig, removed(previous.manifests, changed.manifests)
+    )
+    tenant.deployment = changed
+    return access
+
+
+def test_the_api_answers_through_the_ingress_with_its_own_certificate(
+    ingress_access: TenantAccess,
+) -> None:
+    """SNI passthrough: the ingress routes by server name and the apiserver itself terminates
+    TLS (so client certificates, such as the admin's, keep working)."""
+    host = ingress_access.settings.exposure.host
+    assert ingress_access.endpoint == f"https://{host}"
+    listed = ingress_access.kubectl("get", "namespace", "kube-system", "-o", "name")
+    assert listed.stdout.strip() == "namespace/kube-system"
+    who = ingress_access.kubectl_json("auth", "whoami")
+    assert who["status"]["userInfo"]["username"] == "kubernetes-admin"
+
+    context = ssl.create_default_context(cadata=ingress_access.ca_pem)  # checks the host name
+    address = socket.getaddrinfo(host, 443, socket.AF_INET)[0][4][0]
+    assert address == ingress_access.infra.node_ip, "the rig's DNS sends the name to the ingress"
+    with (
+        socket.create_connection((address, 443), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    presented = x509.load_der_x509_certificate(der)
+    common_name = presented.subject.rfc4514_string()
+    assert common_name == "CN=kube-apiserver", common_name
+    # The NodePort Service left the program and is gone, as `pulumi up` deletes it.
+    services = ingress_access.infra.kubectl_json(
+        "get", "services", "-n", ingress_access.infra.namespace, tenant=True
+    )["items"]
+    assert not [s for s in services if s["spec"].get("type") == "NodePort"]
+
+
+@pytest.fixture(scope="module")
+def ingress_worker(ingress_access: TenantAccess) -> Iterator[Worker]:
+    bootstrap = str(ingress_access.outputs["bootstrapKubeconfig"])
+    server = yaml.safe_load(bootstrap)["clusters"][0]["cluster"]["server"]
+    assert server == ingress_access.endpoint
+    with joined_worker(ingress_access, bootstrap, FIGURES, node_name=NODE_NAME) as node:
+        yield node
+
+
+def _proxy_pod_on(access: TenantAccess, node: str) -> dict[str, Any] | None:
+    listed = access.kubectl_json(
+        "get", "pods", "-n", in_cluster_api.NAMESPACE, "-l", f"k8s-app={in_cluster_api.PROXY}"
+    )["items"]
+    ready = [p for p in listed if p["spec"].get("nodeName") == node and _ready(p)]
+    return ready[0] if ready else None
+
+
+def test_the_node_joins_through_the_ingress_and_runs_the_proxy(
+    ingress_access: TenantAccess, ingress_worker: Worker
+) -> None:
+    access = ingress_access
+    kubelet = yaml.safe_load(ingress_worker.settings.kubeconfig.read_text())
+    assert kubelet["clusters"][0]["cluster"]["server"] == access.endpoint
+    node = access.kubectl_json("get", "node", NODE_NAME)
+    conditions = {c["type"]: c["status"] for c in node["status"]["conditions"]}
+    assert conditions["Ready"] == "True", conditions
+
+    started = time.monotonic()
+    try:
+        proxy = wait_for(
+            "the kubernetes-api-proxy pod Ready on the worker",
+            lambda: _proxy_pod_on(access, NODE_NAME),
+            timeout=180,
+        )
+    except AssertionError:
+        print(access.kubectl("get", "pods", "-A", "-o", "wide").stdout)
+        print(access.kubectl("describe", "daemonset", "-n", "default", in_cluster_api.PROXY).stdout)
+        raise
+    FIGURES["node Ready to the API proxy Ready (s)"] = round(time.monotonic() - started, 1)
+    assert proxy["spec"]["containers"][0]["image"] == API_PROXY_IMAGE
+
+    # The `kubernetes` Service now selects the proxies and keeps clients on their own node.
+    service = access.kubectl_json("get", "service", "kubernetes", "-n", "default")
+    assert service["spec"]["selector"] == in_cluster_api.PROXY_LABELS
+    assert service["spec"]["trafficDistribution"] == "PreferSameNode"
+    assert service["spec"]["clusterIP"] == access.settings.kubernetes_service_ip
+
+    def slice_lists_the_proxy() -> dict[str, Any] | None:
+        slices = access.kubectl_json(
+            "get", "endpointslices", "-n", "default", "-l", "kubernetes.io/service-name=kubernetes"
+        )["items"]
+        for endpoint_slice in slices:
+            for endpoint in endpoint_slice.get("endpoints") or []:
+                if proxy["status"]["podIP"] in endpoint["addresses"]:
+                    return {"slice": endpoint_slice, "endpoint": endpoint}
+        return None
+
+    found = wait_for("the proxy in the kubernetes EndpointSlice", slice_lists_the_proxy, 60)
+    assert [p["port"] for p in found["slice"]["ports"]] == [in_cluster_api.PROXY_PORT]
+    assert found["endpoint"]["nodeName"] == NODE_NAME
+    assert found["endpoint"]["hints"]["forNodes"] == [{"name": NODE_NAME}]
+    # Nothing else is listed: the program's NodePort endpoints left with the NodePort.
+    slices = access.kubectl_json(
+        "get", "endpointslices", "-n", "default", "-l", "kubernetes.io/service-name=kubernetes"
+    )["items"]
+    addresses = {a for s in slices for e in s.get("endpoints") or [] for a in e["addresses"]}
+    assert access.infra.node_ip not in addresses
+
+
+@pytest.fixture(scope="module")
+def ingress_clients(ingress_access: TenantAccess) -> str:
+    """The restricted client namespace (it may remain from test_worker_join.py: applied again)."""
+    ingress_access.apply(client_namespace_objects())
+    return NAMESPACE
+
+
+def test_restricted_pod_reaches_kubernetes_default_by_name_and_by_cluster_ip(
+    ingress_access: TenantAccess, ingress_worker: Worker, ingress_clients: str
+) -> None:
+    """Through the worker's proxy, the ingress and the apiserver: by the service name (TLS
+    server name kubernetes.default.svc.cluster.local, via CoreDNS) and as client-go's
+    in-cluster config dials it (the ClusterIP from KUBERNETES_SERVICE_HOST, no server name).
+    Then `kubectl logs` of the pod (apiserver to kubelet)."""
+    access = ingress_access
+    wait_for(
+        "the proxy on the worker",
+        lambda: _proxy_pod_on(access, NODE_NAME),
+        timeout=180,
+    )
+    name = "ingress-client"
+    pod = _client_pod(
+        name,
+        NODE_NAME,
+        [
+            {
+                "name": "in-cluster-config",
+                # No kubeconfig: kubectl falls back to the pod's in-cluster config.
+                "args": ["-v=6", "get", "namespaces", "-o", "name"],
+            }
+        ],
+        restartPolicy="Never",
+        initContainers=[
+            {
+                **RESTRICTED_CONTAINER,
+                "name": "by-name",
+                "args": [
+                    "--kubeconfig=/etc/e2e/kubeconfig",
+                    "-v=6",
+                    "get",
+                    "configmaps",
+                    "-n",
+                    NAMESPACE,
+                    "-o",
+                    "name",
+                ],
+            }
+        ],
+    )
+    access.kubectl("delete", "pod", name, "-n", NAMESPACE, "--ignore-not-found")
+    created = access.kubectl("apply", "-f", "-", input=json.dumps(pod), check=False)
+    assert created.returncode == 0 and "violate" not in created.stderr, created.stderr
+    try:
+        phase = wait_for(
+            "the client pod to finish",
+            lambda: p if (p := _pod_phase(access, name)) in ("Succeeded", "Failed") else None,
+            timeout=240,
+        )
+    except AssertionError:
+        print(access.kubectl("describe", "pod", name, "-n", NAMESPACE).stdout)
+        raise
+    by_name = access.kubectl("logs", name, "-n", NAMESPACE, "-c", "by-name")
+    in_cluster = access.kubectl("logs", name, "-n", NAMESPACE, "-c", "in-cluster-config")
+    print(by_name.stdout[-2000:], in_cluster.stdout[-2000:])
+    assert phase == "Succeeded", by_name.stdout + in_cluster.stdout
+    assert "https://kubernetes.default.svc.cluster.local:443/api/v1" in by_name.stdout
+    assert "configmap/kube-root-ca.crt" in by_name.stdout
+    service_ip = access.settings.kubernetes_service_ip
+    assert f"https://{service_ip}:443/api/v1/namespaces" in in_cluster.stdout
+    assert "200 OK" in in_cluster.stdout
+    assert "namespace/kube-system" in in_cluster.stdout
+
+
+# -- Pure parts (no rig needed) -----------------------------------------------------------------
+
+
+def _object(kind: str, name: str, namespace: str = "default") -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": kind, "metadata": {"name": name, "namespace": namespace}}
+
+
+def test_what_left_the_program_is_deleted_last_first_and_patches_never() -> None:
+    secret, config_map = _object("Secret", "a"), _object("ConfigMap", "b")
+    node_port, patched = _object("Service", "api-external"), _object("Service", "kubernetes")
+    previous = [secret, config_map, node_port, patched]
+    current = [_object("Secret", "a")]
+    patches = frozenset({("v1", "Service", "default", "kubernetes")})
+    assert removed(previous, current, patches) == [node_port, config_map]
+    assert removed(previous, previous) == []
+
+
+def test_the_ingress_stack_is_the_shared_tenant_with_ingress_exposure() -> None:
+    from tests.e2e.infra import RigSettings
+
+    class Rig:
+        settings = RigSettings()
+        node_ip = settings.node_ip
+        namespace = settings.tenant_namespace
+
+    config = ingress_config(Rig())  # type: ignore[arg-type]
+    settings = parse_settings(config)
+    assert settings.exposure.mode == "ingress"
+    assert settings.exposure.host.endswith("." + RigSettings().ingress_domain)
+    assert settings.node_api_address is None
+    assert settings.api_proxy_image == API_PROXY_IMAGE
