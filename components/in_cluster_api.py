@@ -27,6 +27,7 @@ from components.config import ControlPlaneSettings
 from components.names import API_SERVER_PORT
 from components.pki import KeyPair
 from components.podspec import (
+    SECRET_FILE_MODE,
     Manifest,
     config_map_volume,
     container_security_context,
@@ -196,7 +197,7 @@ def proxy_daemonset(
     tls_volume: Manifest = {
         "name": "tls",
         "projected": {
-            "defaultMode": 0o440,
+            "defaultMode": SECRET_FILE_MODE,  # group-readable through fsGroup
             "sources": [
                 {
                     "secret": {
@@ -223,7 +224,7 @@ def proxy_daemonset(
         # The API host is resolved by the node's resolver: cluster DNS itself needs the API.
         "dnsPolicy": "Default",
         "securityContext": pod_security_context(),
-        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "nodeSelector": {"kubernetes.io/os": "linux"},  # HAProxy's images are Linux only
         # Every node's pods need the API, whatever its taints.
         "tolerations": [{"operator": "Exists"}],
         "containers": [container],

@@ -120,6 +120,8 @@ def assert_restricted(name: str, pod: dict[str, Any]) -> None:
         assert set(volume) - {"name"} <= ALLOWED_VOLUME_KEYS, (name, volume)
         if "secret" in volume:
             assert volume["secret"]["defaultMode"] == 0o400, name
+        if "projected" in volume:
+            assert volume["projected"]["defaultMode"] == 0o400, name
     for container in pod["containers"]:
         context = container["securityContext"]
         assert context["allowPrivilegeEscalation"] is False, name
