@@ -375,6 +375,32 @@ def _listens(address: str, port: int) -> bool:
         return False
 
 
+def ctr(socket_path: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """`ctr` against one containerd, in the namespace the kubelet's CRI uses."""
+    argv = ["ctr", "--address", str(socket_path), "-n", "k8s.io", *args]
+    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=300)
+
+
+def wait_for_containerd(socket_path: Path, process: ManagedProcess, what: str) -> None:
+    wait_until(
+        f"{what} socket",
+        lambda: ctr(socket_path, "version", check=False).returncode == 0,
+        timeout=60,
+        watch=[process],
+    )
+
+
+def import_images(socket_path: Path, images: Sequence[tuple[str, Path]], what: str) -> None:
+    """Imports the image tars into containerd and checks every reference arrived."""
+    for _reference, tar_path in images:
+        ctr(socket_path, "images", "import", str(tar_path))
+    present = ctr(socket_path, "images", "list", "-q").stdout.split()
+    missing = [reference for reference, _ in images if reference not in present]
+    if missing:
+        raise RigStartError(f"images not present in {what} after import: {missing}")
+    log(f"imported {len(images)} images into {what}")
+
+
 class InfraCluster:
     """The running rig, as handed to tests."""
 
@@ -585,12 +611,7 @@ class InfraCluster:
     def _start_node(self, commands: dict[str, list[str]]) -> None:
         s = self.settings
         containerd = self._launch("containerd", commands["containerd"])
-        wait_until(
-            "the containerd socket",
-            lambda: self._ctr("version", check=False).returncode == 0,
-            timeout=60,
-            watch=[containerd],
-        )
+        wait_for_containerd(s.containerd_socket, containerd, "the containerd")
         self._import_images()
         kubelet = self._launch("kubelet", commands["kubelet"])
         watch = [self.processes[name] for name in self.processes]
@@ -662,22 +683,12 @@ class InfraCluster:
         result = self.kubectl("get", "node", self.settings.node_name, "-o", "json", check=False)
         return json.loads(result.stdout) if result.returncode == 0 else None
 
-    def _ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        argv = ["ctr", "--address", str(self.settings.containerd_socket), "-n", "k8s.io", *args]
-        return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=300)
-
     def _import_images(self) -> None:
         # Imported here so the rig's other parts work without the images package.
         from tests.e2e.images.build import build_all
 
         images = build_all(self.settings.bin_dir, self.settings.images_dir)
-        for _reference, tar_path in images:
-            self._ctr("images", "import", str(tar_path))
-        present = self._ctr("images", "list", "-q").stdout.split()
-        missing = [reference for reference, _ in images if reference not in present]
-        if missing:
-            raise RigStartError(f"images not present after import: {missing}")
-        log(f"imported {len(images)} images into containerd")
+        import_images(self.settings.containerd_socket, images, "containerd")
 
     # -- Objects ------------------------------------------------------------------------------
 

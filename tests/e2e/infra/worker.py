@@ -42,7 +42,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import configs, host
-from .cluster import RigStartError, RigTeardownError, wait_until, write_json, write_text
+from .cluster import (
+    RigStartError,
+    RigTeardownError,
+    import_images,
+    wait_for_containerd,
+    wait_until,
+    write_json,
+    write_text,
+)
 from .processes import PR_SET_PDEATHSIG, ManagedProcess, log, stop_pid
 from .settings import RigSettings
 
@@ -448,12 +456,7 @@ class Worker:
                     str(s.config_dir / "containerd.toml"),
                 ],
             )
-            wait_until(
-                "the worker's containerd socket",
-                lambda: self._ctr("version", check=False).returncode == 0,
-                timeout=60,
-                watch=[containerd],
-            )
+            wait_for_containerd(s.containerd_socket, containerd, "the worker's containerd")
             self._import_images()
             if s.kubeconfig.exists() or any(s.kubelet_pki_dir.glob("kubelet-client*")):
                 raise RigStartError("the kubelet must start without client credentials")
@@ -570,20 +573,13 @@ class Worker:
         log(f"started worker {name} (pid {process.pid})")
         return process
 
-    def _ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        argv = ["ctr", "--address", str(self.settings.containerd_socket), "-n", "k8s.io", *args]
-        return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=300)
-
     def _import_images(self) -> None:
         s = self.settings
-        images = build_worker_images(s.rig.bin_dir, s.images_dir)
-        for _reference, tar_path in images:
-            self._ctr("images", "import", str(tar_path))
-        present = self._ctr("images", "list", "-q").stdout.split()
-        missing = [reference for reference, _ in images if reference not in present]
-        if missing:
-            raise RigStartError(f"images not present in the worker after import: {missing}")
-        log(f"imported {len(images)} images into the worker's containerd")
+        import_images(
+            s.containerd_socket,
+            build_worker_images(s.rig.bin_dir, s.images_dir),
+            "the worker's containerd",
+        )
 
     def _node(self, tenant_kubectl: Callable[..., subprocess.CompletedProcess]) -> dict | None:
         result = tenant_kubectl("get", "node", self.settings.node_name, "-o", "json", check=False)
