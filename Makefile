@@ -8,8 +8,10 @@ K8S_VERSION ?= v1.37.2
 K8S_ON_K8S_CACHE ?= /var/cache/k8s-on-k8s
 export K8S_ON_K8S_CACHE
 CACHE := $(K8S_ON_K8S_CACHE)/$(K8S_VERSION)
+# What the rig (tests/e2e/infra) runs with.
+RIG_ENV := RIG_PYTHON=$(abspath $(PYTHON)) RIG_BIN_DIR=$(CACHE)/bin RIG_IMAGES_DIR=$(CACHE)/images
 
-.PHONY: test setup lint typecheck unit e2e e2e-deps binaries images bench clean
+.PHONY: test setup lint typecheck unit e2e e2e-deps binaries engine images up down bench clean
 
 ## test: everything CI checks, on a fresh machine: set-up, lint, type check, unit and e2e tests
 test: lint typecheck unit e2e
@@ -33,9 +35,8 @@ unit: setup
 	$(PYTHON) -m pytest tests/unit -q
 
 ## e2e: a real infrastructure cluster from Kubernetes binaries, the program deployed onto it
-e2e: setup e2e-deps binaries images
-	RIG_PYTHON=$(abspath $(PYTHON)) RIG_BIN_DIR=$(CACHE)/bin RIG_IMAGES_DIR=$(CACHE)/images \
-	  hack/e2e.sh $(abspath $(PYTHON)) -m pytest tests/e2e -x -v -s -p no:cacheprovider
+e2e: setup e2e-deps binaries engine images
+	$(RIG_ENV) hack/e2e.sh $(abspath $(PYTHON)) -m pytest tests/e2e -x -v -s -p no:cacheprovider
 
 e2e-deps:
 	hack/install-e2e-deps.sh
@@ -43,8 +44,22 @@ e2e-deps:
 binaries:
 	hack/build-binaries.sh $(K8S_VERSION)
 
+engine:
+	hack/build-engine.sh
+
 images: setup
 	$(PYTHON) -m tests.e2e.images.build --bin-dir $(CACHE)/bin --out-dir $(CACHE)/images
+
+## up: try it: the local rig from the real binaries, then the real `pulumi up` of this project
+up: setup e2e-deps binaries engine images
+	$(RIG_ENV) hack/infra.sh up
+	$(RIG_ENV) hack/e2e.sh $(abspath $(PYTHON)) -m tests.e2e.local up
+
+## down: `pulumi destroy` of the stack `make up` made, then the rig stops; nothing stays running
+down: setup
+	if [[ -e /run/netns/$${RIG_NETNS:-k8sonk8s-rig} ]]; then \
+	  $(RIG_ENV) hack/e2e.sh $(abspath $(PYTHON)) -m tests.e2e.local down; fi
+	$(RIG_ENV) hack/infra.sh down
 
 ## bench: program evaluation for 1, 10 and 50 control planes under the mock runtime
 bench: setup

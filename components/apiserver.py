@@ -29,7 +29,7 @@ from components.podspec import (
     resources,
     secret_volume,
 )
-from components.workload import disruption_budget, secret_of_files
+from components.workload import disruption_budget, rolled_on_change, secret_of_files
 
 SECURE_PORT = API_SERVER_PORT
 PKI_DIR = "/etc/kubernetes/pki"
@@ -245,6 +245,7 @@ class ApiServer(pulumi.ComponentResource):
         )
         spec = api_server_deployment_spec(settings, names)
         mounted: list[pulumi.Resource] = [secret, policy]
+        rolled_by = {**files, "audit-policy.yaml": audit_policy()}
         if settings.konnectivity:
             client = pki.leaves[KONNECTIVITY_SERVER_CLIENT.name]
             konnectivity = KonnectivityServerConfig(
@@ -259,10 +260,11 @@ class ApiServer(pulumi.ComponentResource):
             )
             spec = with_konnectivity_server(spec, settings, names)
             mounted.append(konnectivity)
+            rolled_by["konnectivity-server-client.crt"] = client.cert_pem
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=metadata(names.api_server),
-            spec=spec,
+            spec=rolled_on_change(spec, rolled_by),
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=mounted)),
         )
         self.register_outputs({"service": names.api_server})

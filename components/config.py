@@ -57,6 +57,8 @@ DEFAULTS: dict[str, str] = {
     "apiAdvertiseAddress": "",
     "apiProxyImage": "haproxy:2.6",
     "bootstrapTokenExpiration": "",
+    "certificateValidityHours": "8760",
+    "certificateRenewalHours": "720",
     "coreDns": "true",
     "konnectivity": "false",
     "konnectivityNodePort": "31132",
@@ -145,6 +147,10 @@ class ControlPlaneSettings:
     kube_proxy: bool
     konnectivity: bool
     konnectivity_node_port: int  # where agents reach the proxy-server with nodePort exposure
+    # Leaf certificates (CAs live 10 years): lifetime, and the window before the end in which a
+    # `pulumi up` issues a new one. A window as long as the lifetime makes every leaf due.
+    certificate_validity_hours: int = 8760
+    certificate_renewal_hours: int = 720
 
     @property
     def cluster_dns_ip(self) -> str:
@@ -164,7 +170,7 @@ class ControlPlaneSettings:
 class InfraProviderSettings:
     """Which infrastructure cluster to use: pulumi-kubernetes' own `kubernetes:` settings."""
 
-    kubeconfig: str | None
+    kubeconfig: Any  # pulumi.Output[str] (a secret: it may hold credentials) or None
     context: str | None
 
 
@@ -427,6 +433,16 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
                 "reach kubernetes.default through it",
             )
 
+    validity_hours = c.check(
+        "certificateValidityHours", _positive_int, "a whole number of hours of at least 1", 1
+    )
+    renewal_hours = c.check(
+        "certificateRenewalHours",
+        lambda value: int(value) if 0 <= int(value) <= validity_hours else None,
+        f"a whole number of hours from 0 to certificateValidityHours ({validity_hours})",
+        0,
+    )
+
     etcd_resources = requests("etcd")
     api_server_resources = requests("apiServer")
     controller_manager_resources = requests("controllerManager")
@@ -472,6 +488,8 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
         kube_proxy=kube_proxy,
         konnectivity=konnectivity,
         konnectivity_node_port=konnectivity_node_port,
+        certificate_validity_hours=validity_hours,
+        certificate_renewal_hours=renewal_hours,
     )
 
 
@@ -492,7 +510,10 @@ def load_settings() -> tuple[ControlPlaneSettings, InfraProviderSettings]:
     settings = parse_settings(raw)
     kubernetes_config = pulumi.Config("kubernetes")
     provider = InfraProviderSettings(
-        kubeconfig=kubernetes_config.get("kubeconfig") or None,
+        # Read as a secret whether or not it was set with --secret: it may hold credentials.
+        kubeconfig=kubernetes_config.get_secret("kubeconfig")
+        if kubernetes_config.get("kubeconfig")
+        else None,
         context=kubernetes_config.get("context") or None,
     )
     return settings, provider

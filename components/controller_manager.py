@@ -22,7 +22,12 @@ from components.podspec import (
     resources,
     secret_volume,
 )
-from components.workload import disruption_budget, in_namespace_kubeconfig, secret_of_files
+from components.workload import (
+    disruption_budget,
+    in_namespace_kubeconfig,
+    rolled_on_change,
+    secret_of_files,
+)
 
 SECURE_PORT = 10257
 CONFIG_DIR = "/etc/kubernetes/controller-manager"
@@ -138,7 +143,7 @@ class ControllerManager(pulumi.ComponentResource):
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=metadata,
-            spec=controller_manager_deployment_spec(settings, names),
+            spec=rolled_on_change(controller_manager_deployment_spec(settings, names), files),
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[secret])),
         )
         self.register_outputs({"deployment": names.controller_manager})

@@ -21,6 +21,11 @@ from components.scheduler import Scheduler
 from components.workload import secret_of_files
 
 
+def tenant_cluster_identifier(settings: ControlPlaneSettings) -> str:
+    """What identifies the tenant cluster for pulumi-kubernetes: its place, never its address."""
+    return f"k8s-on-k8s/{settings.namespace}/{settings.cluster_name}"
+
+
 class ControlPlane(pulumi.ComponentResource):
     def __init__(
         self,
@@ -81,6 +86,14 @@ class ControlPlane(pulumi.ComponentResource):
         self.tenant_provider = k8s.Provider(
             f"{name}-tenant",
             kubeconfig=self.kubeconfig,
+            # The cluster stays the same when its kubeconfig changes (exposure, apiHost, a
+            # renewed admin certificate) or is unknown in a preview: without an identifier,
+            # pulumi-kubernetes would replace the provider and every object inside the tenant.
+            cluster_identifier=tenant_cluster_identifier(settings),
+            enable_secret_mutable=True,
+            enable_config_map_mutable=True,
+            # `pulumi destroy` still completes when the tenant API is already gone.
+            delete_unreachable=True,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[api_server, exposure]),
         )
         in_tenant = pulumi.ResourceOptions(parent=self)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pulumi
 import pulumi_kubernetes as k8s
+import pulumi_random as random
 
 from components.config import ControlPlaneSettings
 from components.names import ObjectNames, labels
@@ -25,16 +26,15 @@ from components.podspec import (
     secret_volume,
     spread_over_nodes,
 )
-from components.workload import disruption_budget, secret_of_files
+from components.workload import disruption_budget, rolled_on_change, secret_of_files
 
 CLIENT_PORT = 2379
 PEER_PORT = 2380
 HEALTH_PORT = 2381
 PKI_DIR = "/etc/etcd/pki"
 DATA_MOUNT = "/var/lib/etcd"
-# A sub-directory of the volume: etcd creates it with mode 0700 and owns it, whatever the
-# volume's root looks like.
-DATA_DIR = f"{DATA_MOUNT}/data"
+# Characters of the data generation: a random name given once per stack, never replaced.
+DATA_GENERATION_LENGTH = 8
 COMPONENT = "etcd"
 
 
@@ -54,8 +54,25 @@ def etcd_client_urls(settings: ControlPlaneSettings, names: ObjectNames) -> list
     ]
 
 
+# The pod's env var holding the data generation; the kubelet expands $(DATA_GENERATION) in the
+# flags, so the flags stay plain strings and only the env value is computed.
+DATA_GENERATION_ENV = "DATA_GENERATION"
+
+
+def etcd_data_dir(generation: str = f"$({DATA_GENERATION_ENV})") -> str:
+    """A sub-directory of the volume, named after the stack's data generation.
+
+    etcd creates it with mode 0700 and owns it, whatever the volume's root looks like. `pulumi
+    destroy` keeps the volumes but loses the keys that decrypt their Secrets; a new stack has a
+    new generation, so it starts a fresh cluster beside the old data instead of on data it could
+    not decrypt (the old directory stays for an operator to recover or delete).
+    """
+    return f"{DATA_MOUNT}/data-{generation}"
+
+
 def etcd_command(settings: ControlPlaneSettings, names: ObjectNames) -> list[str]:
-    """etcd's flags; $(POD_NAME) is expanded by the kubelet from the pod's env."""
+    """etcd's flags; $(POD_NAME) and $(DATA_GENERATION) are expanded by the kubelet from the
+    pod's env."""
     own_fqdn = names.etcd_member_fqdn("$(POD_NAME)")
     initial_cluster = ",".join(
         f"{member}=https://{names.etcd_member_fqdn(member)}:{PEER_PORT}"
@@ -64,14 +81,14 @@ def etcd_command(settings: ControlPlaneSettings, names: ObjectNames) -> list[str
     return [
         "etcd",
         "--name=$(POD_NAME)",
-        f"--data-dir={DATA_DIR}",
+        f"--data-dir={etcd_data_dir()}",
         f"--listen-client-urls=https://0.0.0.0:{CLIENT_PORT}",
         f"--advertise-client-urls=https://{own_fqdn}:{CLIENT_PORT}",
         f"--listen-peer-urls=https://0.0.0.0:{PEER_PORT}",
         f"--initial-advertise-peer-urls=https://{own_fqdn}:{PEER_PORT}",
         f"--initial-cluster={initial_cluster}",
         "--initial-cluster-state=new",
-        f"--initial-cluster-token={names.cluster}-{names.namespace}",
+        f"--initial-cluster-token={names.cluster}-{names.namespace}-$({DATA_GENERATION_ENV})",
         f"--cert-file={PKI_DIR}/$(POD_NAME)-server.crt",
         f"--key-file={PKI_DIR}/$(POD_NAME)-server.key",
         "--client-cert-auth=true",
@@ -87,7 +104,9 @@ def etcd_command(settings: ControlPlaneSettings, names: ObjectNames) -> list[str
     ]
 
 
-def etcd_statefulset_spec(settings: ControlPlaneSettings, names: ObjectNames) -> Manifest:
+def etcd_statefulset_spec(
+    settings: ControlPlaneSettings, names: ObjectNames, generation: pulumi.Input[str]
+) -> Manifest:
     selector = etcd_labels(names)
     volume_claim: Manifest = {
         "metadata": {"name": "data", "labels": selector},
@@ -103,7 +122,10 @@ def etcd_statefulset_spec(settings: ControlPlaneSettings, names: ObjectNames) ->
         "image": settings.image("etcd", settings.release.etcd_image_tag),
         "imagePullPolicy": "IfNotPresent",
         "command": etcd_command(settings, names),
-        "env": [pod_env_from_field("POD_NAME", "metadata.name")],
+        "env": [
+            pod_env_from_field("POD_NAME", "metadata.name"),
+            {"name": DATA_GENERATION_ENV, "value": generation},
+        ],
         "ports": [
             {"name": "client", "containerPort": CLIENT_PORT},
             {"name": "peer", "containerPort": PEER_PORT},
@@ -220,6 +242,15 @@ class Etcd(pulumi.ComponentResource):
         files["healthcheck-client.crt"] = healthcheck.cert_pem
         files["healthcheck-client.key"] = healthcheck.key_pem
         secret = secret_of_files(f"{name}-pki", metadata(etcd_secret_name(names)), files, child)
+        # Given once per stack and never replaced (random resources replace only when their
+        # inputs change): see etcd_data_dir.
+        generation = random.RandomString(
+            f"{name}-data-generation",
+            length=DATA_GENERATION_LENGTH,
+            upper=False,
+            special=False,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         peer_service = k8s.core.v1.Service(
             f"{name}-peer",
             metadata=metadata(names.etcd_peer),
@@ -244,7 +275,7 @@ class Etcd(pulumi.ComponentResource):
         self.statefulset = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
             metadata=metadata(names.etcd),
-            spec=etcd_statefulset_spec(settings, names),
+            spec=rolled_on_change(etcd_statefulset_spec(settings, names, generation.result), files),
             opts=pulumi.ResourceOptions.merge(
                 child, pulumi.ResourceOptions(depends_on=[secret, peer_service])
             ),

@@ -18,9 +18,6 @@ from components.config import ControlPlaneSettings, is_ip
 from components.names import ObjectNames
 
 CA_VALIDITY_HOURS = 10 * 365 * 24
-LEAF_VALIDITY_HOURS = 365 * 24
-# A `pulumi up` in the last 30 days of a leaf's life issues a new one.
-LEAF_EARLY_RENEWAL_HOURS = 30 * 24
 
 CLUSTER_CA = "ca"
 FRONT_PROXY_CA = "front-proxy-ca"
@@ -203,7 +200,7 @@ class Pki(pulumi.ComponentResource):
 
         self.leaves: dict[str, KeyPair] = {}
         for spec in certificate_plan(settings, names):
-            self.leaves[spec.name] = self._leaf(name, spec, child)
+            self.leaves[spec.name] = self._leaf(name, spec, settings, child)
 
         # RSA, like kubeadm's sa.key: every token reviewer understands RS256.
         service_account_key = tls.PrivateKey(
@@ -217,7 +214,13 @@ class Pki(pulumi.ComponentResource):
         self.ca_cert_pem = self.cas[CLUSTER_CA].cert_pem
         self.register_outputs({"caCertPem": self.ca_cert_pem})
 
-    def _leaf(self, name: str, spec: CertificateSpec, child: pulumi.ResourceOptions) -> KeyPair:
+    def _leaf(
+        self,
+        name: str,
+        spec: CertificateSpec,
+        settings: ControlPlaneSettings,
+        child: pulumi.ResourceOptions,
+    ) -> KeyPair:
         key = _private_key(f"{name}-{spec.name}", child)
         request = tls.CertRequest(
             f"{name}-{spec.name}",
@@ -235,8 +238,9 @@ class Pki(pulumi.ComponentResource):
             cert_request_pem=request.cert_request_pem,
             ca_cert_pem=ca.cert_pem,
             ca_private_key_pem=ca.key_pem,
-            validity_period_hours=LEAF_VALIDITY_HOURS,
-            early_renewal_hours=LEAF_EARLY_RENEWAL_HOURS,
+            validity_period_hours=settings.certificate_validity_hours,
+            # A `pulumi up` inside this window before the end issues a new certificate.
+            early_renewal_hours=settings.certificate_renewal_hours,
             allowed_uses=list(spec.uses),
             opts=child,
         )

@@ -18,7 +18,12 @@ from components.podspec import (
     resources,
     secret_volume,
 )
-from components.workload import disruption_budget, in_namespace_kubeconfig, secret_of_files
+from components.workload import (
+    disruption_budget,
+    in_namespace_kubeconfig,
+    rolled_on_change,
+    secret_of_files,
+)
 
 SECURE_PORT = 10259
 CONFIG_DIR = "/etc/kubernetes/scheduler"
@@ -90,11 +95,13 @@ class Scheduler(pulumi.ComponentResource):
             "namespace": settings.namespace,
             "labels": scheduler_labels(names),
         }
-        kubeconfig = in_namespace_kubeconfig(names, pki, "scheduler", USER)
+        files: dict[str, pulumi.Input[str]] = {
+            "kubeconfig": in_namespace_kubeconfig(names, pki, "scheduler", USER)
+        }
         secret = secret_of_files(
             f"{name}-config",
             {**metadata, "name": scheduler_secret_name(names)},
-            {"kubeconfig": kubeconfig},
+            files,
             child,
         )
         disruption_budget(
@@ -103,7 +110,7 @@ class Scheduler(pulumi.ComponentResource):
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=metadata,
-            spec=scheduler_deployment_spec(settings, names),
+            spec=rolled_on_change(scheduler_deployment_spec(settings, names), files),
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[secret])),
         )
         self.register_outputs({"deployment": names.scheduler})

@@ -3,6 +3,8 @@ PodDisruptionBudget, and the kubeconfig that reaches the apiserver through its S
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 
 import pulumi
@@ -28,6 +30,33 @@ def secret_of_files(
         string_data={key: pulumi.Output.secret(value) for key, value in files.items()},
         opts=opts,
     )
+
+
+# Pod template annotation: the digest of every file a pod mounts. A renewed certificate or a new
+# config changes it, so the workload rolls and pulumi-kubernetes waits for the rollout.
+FILES_CHECKSUM_ANNOTATION = "k8s-on-k8s.io/files-sha256"
+
+
+def files_checksum(files: Mapping[str, str]) -> str:
+    """SHA-256 over the files' names and contents, independent of their order."""
+    return hashlib.sha256(json.dumps(dict(files), sort_keys=True).encode()).hexdigest()
+
+
+def with_files_checksum(spec: Manifest, checksum: pulumi.Input[str]) -> Manifest:
+    """A copy of a workload spec whose pod template carries the checksum annotation."""
+    template = spec["template"]
+    metadata = template.get("metadata", {})
+    annotations = {**metadata.get("annotations", {}), FILES_CHECKSUM_ANNOTATION: checksum}
+    return {**spec, "template": {**template, "metadata": {**metadata, "annotations": annotations}}}
+
+
+def rolled_on_change(spec: Manifest, files: Mapping[str, pulumi.Input[str]]) -> Manifest:
+    """The spec with the checksum of `files` as its only computed value: while a renewed
+    certificate is unknown in a preview, only the annotation is, and pulumi-kubernetes still
+    sees that no field that forces a replacement changes. A digest reveals nothing of the keys
+    it covers, so it is not a secret: diffs of the workload stay readable."""
+    checksum = pulumi.Output.unsecret(pulumi.Output.all(**files).apply(files_checksum))
+    return with_files_checksum(spec, checksum)
 
 
 def disruption_budget(

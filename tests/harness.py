@@ -5,6 +5,8 @@ The mocks stand in for the Pulumi engine and the providers only:
   provider would use (subject, SANs, usages, validity), so tests check real chains.
 - pulumi-random: real random bytes and strings.
 - pulumi-kubernetes: an object's outputs are its inputs (what the API server would store).
+The tls and random outputs come from tests/doubles/crypto.py, the code of the test-double
+provider plugins that the real engine launches (tests/doubles).
 
 Like the engine's state, a `MockState` shared between runs keeps a resource's outputs while
 its inputs stay the same, so a second run sees the keys of the first.
@@ -12,43 +14,25 @@ its inputs stay the same, so a second run sees the keys of the first.
 
 from __future__ import annotations
 
-import base64
 import copy
-import datetime
-import ipaddress
 import json
 import os
 import runpy
-import secrets
-import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pulumi.runtime import settings as runtime_settings
+from pulumi.runtime.rpc import UNKNOWN
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
+
+from tests.doubles.crypto import RESOURCES, provider_outputs
 
 PROJECT = "k8s-on-k8s"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROGRAM = os.path.join(REPO_ROOT, "__main__.py")
-
-_EXTENDED_USES = {
-    "server_auth": ExtendedKeyUsageOID.SERVER_AUTH,
-    "client_auth": ExtendedKeyUsageOID.CLIENT_AUTH,
-}
-_KEY_USES = {
-    "digital_signature": "digital_signature",
-    "key_encipherment": "key_encipherment",
-    "cert_signing": "key_cert_sign",
-    "crl_signing": "crl_sign",
-}
-
 
 SECRET_SIGNATURE = "4dabf18193072939515e22adb298388d"  # Pulumi's wire marker of a secret
 
@@ -80,207 +64,18 @@ class MockState:
     """What the engine would keep between two `pulumi up` runs: outputs by resource."""
 
     outputs: dict[tuple[str, str], tuple[str, dict[str, Any]]] = field(default_factory=dict)
-
-
-def _load_key(pem: str) -> Any:
-    return serialization.load_pem_private_key(pem.encode(), password=None)
-
-
-def _pem_private_key(key: Any, fmt: serialization.PrivateFormat) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()).decode()
-
-
-def _private_key_outputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
-    algorithm = inputs.get("algorithm", "RSA")
-    if algorithm == "RSA":
-        key: Any = rsa.generate_private_key(65537, int(inputs.get("rsaBits", 2048)))
-        legacy = serialization.PrivateFormat.TraditionalOpenSSL  # "RSA PRIVATE KEY"
-    elif algorithm == "ECDSA":
-        curves: dict[str, ec.EllipticCurve] = {
-            "P224": ec.SECP224R1(),
-            "P256": ec.SECP256R1(),
-            "P384": ec.SECP384R1(),
-        }
-        key = ec.generate_private_key(curves[inputs.get("ecdsaCurve", "P224")])
-        legacy = serialization.PrivateFormat.TraditionalOpenSSL  # "EC PRIVATE KEY"
-    else:
-        raise ValueError(f"the tls mock does not support algorithm {algorithm!r}")
-    public = key.public_key()
-    return {
-        "algorithm": algorithm,
-        "privateKeyPem": _pem_private_key(key, legacy),
-        "privateKeyPemPkcs8": _pem_private_key(key, serialization.PrivateFormat.PKCS8),
-        "publicKeyPem": public.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ).decode(),
-    }
-
-
-def _subject(subject: Mapping[str, Any] | None) -> x509.Name:
-    subject = subject or {}
-    attributes = []
-    if subject.get("organization"):
-        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, subject["organization"]))
-    if subject.get("commonName"):
-        attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, subject["commonName"]))
-    return x509.Name(attributes)
-
-
-def _sans(inputs: Mapping[str, Any]) -> list[x509.GeneralName]:
-    names: list[x509.GeneralName] = [x509.DNSName(n) for n in inputs.get("dnsNames") or []]
-    names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in inputs.get("ipAddresses") or []]
-    return names
-
-
-def _build_certificate(
-    *,
-    subject: x509.Name,
-    public_key: Any,
-    issuer: x509.Name,
-    signing_key: Any,
-    inputs: Mapping[str, Any],
-    sans: list[x509.GeneralName],
-    issuer_public_key: Any,
-) -> tuple[x509.Certificate, dict[str, Any]]:
-    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-    hours = int(inputs["validityPeriodHours"])
-    uses = list(inputs.get("allowedUses") or [])
-    is_ca = bool(inputs.get("isCaCertificate", False))
-    key_usage = {
-        flag: False
-        for flag in (
-            "digital_signature",
-            "content_commitment",
-            "key_encipherment",
-            "data_encipherment",
-            "key_agreement",
-            "key_cert_sign",
-            "crl_sign",
-            "encipher_only",
-            "decipher_only",
-        )
-    }
-    for use in uses:
-        if use in _KEY_USES:
-            key_usage[_KEY_USES[use]] = True
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(hours=hours))
-        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(**key_usage), critical=True)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public_key), critical=False
-        )
-    )
-    extended = [_EXTENDED_USES[use] for use in uses if use in _EXTENDED_USES]
-    if extended:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(extended), critical=False)
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    if is_ca or inputs.get("setSubjectKeyId"):
-        builder = builder.add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False
-        )
-    certificate = builder.sign(signing_key, hashes.SHA256())
-    outputs = {
-        "certPem": certificate.public_bytes(serialization.Encoding.PEM).decode(),
-        "validityStartTime": now.isoformat(),
-        "validityEndTime": (now + datetime.timedelta(hours=hours)).isoformat(),
-        "readyForRenewal": False,
-    }
-    return certificate, outputs
-
-
-def _self_signed_cert_outputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
-    key = _load_key(inputs["privateKeyPem"])
-    subject = _subject(inputs.get("subject"))
-    _, outputs = _build_certificate(
-        subject=subject,
-        public_key=key.public_key(),
-        issuer=subject,
-        signing_key=key,
-        inputs=inputs,
-        sans=_sans(inputs),
-        issuer_public_key=key.public_key(),
-    )
-    return outputs
-
-
-def _cert_request_outputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
-    key = _load_key(inputs["privateKeyPem"])
-    builder = x509.CertificateSigningRequestBuilder().subject_name(_subject(inputs.get("subject")))
-    sans = _sans(inputs)
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    request = builder.sign(key, hashes.SHA256())
-    return {"certRequestPem": request.public_bytes(serialization.Encoding.PEM).decode()}
-
-
-def _locally_signed_cert_outputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
-    request = x509.load_pem_x509_csr(inputs["certRequestPem"].encode())
-    ca_cert = x509.load_pem_x509_certificate(inputs["caCertPem"].encode())
-    ca_key = _load_key(inputs["caPrivateKeyPem"])
-    try:
-        sans = list(request.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
-    except x509.ExtensionNotFound:
-        sans = []
-    _, outputs = _build_certificate(
-        subject=request.subject,
-        public_key=request.public_key(),
-        issuer=ca_cert.subject,
-        signing_key=ca_key,
-        inputs=inputs,
-        sans=sans,
-        issuer_public_key=ca_key.public_key(),
-    )
-    return outputs
-
-
-def _random_string(inputs: Mapping[str, Any]) -> str:
-    alphabet = ""
-    if inputs.get("lower", True):
-        alphabet += string.ascii_lowercase
-    if inputs.get("upper", True):
-        alphabet += string.ascii_uppercase
-    if inputs.get("numeric", inputs.get("number", True)):
-        alphabet += string.digits
-    if inputs.get("special", True):
-        alphabet += inputs.get("overrideSpecial") or "!@#$%&*()-_=+[]{}<>:?"
-    return "".join(secrets.choice(alphabet) for _ in range(int(inputs["length"])))
-
-
-def provider_outputs(resource_type: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """What the provider would return for a new resource of this type."""
-    if resource_type == "tls:index/privateKey:PrivateKey":
-        return {**inputs, **_private_key_outputs(inputs)}
-    if resource_type == "tls:index/selfSignedCert:SelfSignedCert":
-        return {**inputs, **_self_signed_cert_outputs(inputs)}
-    if resource_type == "tls:index/certRequest:CertRequest":
-        return {**inputs, **_cert_request_outputs(inputs)}
-    if resource_type == "tls:index/locallySignedCert:LocallySignedCert":
-        return {**inputs, **_locally_signed_cert_outputs(inputs)}
-    if resource_type == "random:index/randomBytes:RandomBytes":
-        data = secrets.token_bytes(int(inputs["length"]))
-        return {**inputs, "base64": base64.b64encode(data).decode(), "hex": data.hex()}
-    if resource_type in (
-        "random:index/randomString:RandomString",
-        "random:index/randomPassword:RandomPassword",
-    ):
-        return {**inputs, "result": _random_string(inputs)}
-    return dict(inputs)
+    # The stack's outputs after the last run: what a reference to the stack itself reads.
+    stack_outputs: dict[str, Any] = field(default_factory=dict)
 
 
 class RealCryptoMocks(pulumi.runtime.Mocks):
     """Records every registered resource; answers like the engine with the given state."""
 
-    def __init__(self, state: MockState | None = None) -> None:
+    def __init__(self, state: MockState | None = None, *, preview: bool = False) -> None:
         self.state = state if state is not None else MockState()
         self.resources: list[RegisteredResource] = []
+        # As in `pulumi preview`: what a provider computes on create is unknown until then.
+        self.preview = preview
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         secret_paths: set[str] = set()
@@ -288,11 +83,18 @@ class RealCryptoMocks(pulumi.runtime.Mocks):
         self.resources.append(
             RegisteredResource(args.typ, args.name, inputs, args.provider, secret_paths)
         )
+        if args.typ == "pulumi:pulumi:StackReference":
+            outputs = copy.deepcopy(self.state.stack_outputs)
+            return args.name, {"name": args.name, "outputs": outputs, "secretOutputNames": []}
         key = (args.typ, args.name)
         fingerprint = json.dumps(inputs, sort_keys=True, default=str)
         known = self.state.outputs.get(key)
         if known is not None and known[0] == fingerprint:
             return f"{args.name}-id", copy.deepcopy(known[1])
+        if self.preview:
+            spec = RESOURCES.get(args.typ)
+            computed = spec.outputs - spec.inputs if spec is not None else frozenset()
+            return f"{args.name}-id", {**inputs, **{key: UNKNOWN for key in computed}}
         outputs = provider_outputs(args.typ, inputs)
         self.state.outputs[key] = (fingerprint, copy.deepcopy(outputs))
         return f"{args.name}-id", outputs
@@ -338,14 +140,15 @@ def run_program(
     mocks: RealCryptoMocks | None = None,
     stack: str = "test",
     program: str = PROGRAM,
+    preview: bool = False,
 ) -> ProgramRun:
     """Run __main__.py once under the mocks with `config` (keys without the project prefix).
 
     Pass `mocks` to look at what was registered even when the program fails.
     """
-    mocks = mocks if mocks is not None else RealCryptoMocks(state)
+    mocks = mocks if mocks is not None else RealCryptoMocks(state, preview=preview)
     runtime_settings.ROOT.set(None)
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview)
     pulumi.runtime.set_all_config({f"{PROJECT}:{k}": str(v) for k, v in (config or {}).items()})
     resolved: dict[str, Any] = {}
     secret_outputs: set[str] = set()
@@ -364,4 +167,6 @@ def run_program(
         return resolve_exports()
 
     _sync_await(run_pulumi_func(program_then_exports))
+    if not preview:
+        mocks.state.stack_outputs = copy.deepcopy(resolved)
     return ProgramRun(mocks.resources, resolved, secret_outputs)

@@ -27,6 +27,34 @@ from tests.e2e.infra import InfraCluster, RigSettings, missing_prerequisites  # 
 from tests.e2e.infra.processes import log  # noqa: E402
 from tests.e2e.tenant import FIGURES, Tenant, deploy_tenant  # noqa: E402
 
+# The shared tenant goes through these modules in this order: each leaves it in the state the
+# next one starts from (nodePort, then konnectivity, then ingress), and the last one destroys it.
+MODULE_ORDER = (
+    "images/test_build.py",
+    "images/test_oci.py",
+    "infra/test_rig_units.py",
+    "test_doubles_engine.py",
+    "test_infra_smoke.py",
+    "test_tenant_control_plane.py",
+    "test_updates.py",
+    "test_worker_join.py",
+    "test_worker_join_ingress.py",
+    "test_worker_join_kubeadm.py",
+    "test_destroy.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+
+    def position(item: pytest.Item) -> int:
+        relative = item.path.relative_to(here).as_posix()
+        if relative not in MODULE_ORDER:
+            raise pytest.UsageError(f"{relative} is not in MODULE_ORDER (tests/e2e/conftest.py)")
+        return MODULE_ORDER.index(relative)
+
+    items.sort(key=position)  # stable: tests keep their order inside a module
+
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"

@@ -1,24 +1,33 @@
-"""The tenant control plane of the e2e tests: its stack config, deployment and helpers.
+"""The tenant control plane of the e2e tests: its stack, deployment and helpers.
 
-`deploy_tenant` renders the program under the mock runtime (real certificates), applies what it
-declares for the infrastructure cluster as the tenant user (only the `admin` role in the tenant
-namespace), waits for every pod, then applies what it declares inside the tenant cluster with
-the program's own `kubeconfig` output. conftest.py shares one such tenant across test modules.
+`deploy_tenant` runs the real `pulumi up` of this project (tests/e2e/engine.py) as the tenant
+user, who holds only the `admin` role in the tenant namespace (the engine's ambient
+KUBECONFIG), and reads the admin kubeconfig with `pulumi stack output kubeconfig
+--show-secrets`. Every later change of the tenant goes through `Tenant.update`, a new stack
+config and another `pulumi up`. conftest.py shares one such tenant across test modules.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
+import ssl
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.deploy import Deployment, render, server_side_apply
+import yaml
+
+from components.config import DEFAULTS
+from tests.e2e.engine import Operation, ProjectStack
 from tests.e2e.infra import InfraCluster
-from tests.harness import MockState
+from tests.e2e.infra.processes import log
+from tests.e2e.load import FirstAnswer, RequestLoad
 
 NODE_PORT = 31443
 CLUSTER = "e2e"
@@ -39,13 +48,53 @@ def stack_config(infra: InfraCluster) -> dict[str, str]:
     }
 
 
+STACK = "e2e"
+
+
 @dataclass
 class Tenant:
     infra: InfraCluster
-    state: MockState
-    deployment: Deployment
-    kubeconfig: Path
+    stack: ProjectStack
+    config: dict[str, str]
+    outputs: dict[str, Any] = field(repr=False)  # holds secrets: never in a test report
+    kubeconfig: Path  # `pulumi stack output kubeconfig --show-secrets`
     ca_file: Path
+
+    def admin_ssl_context(self) -> ssl.SSLContext:
+        """TLS as the admin kubeconfig's user, trusting the cluster CA."""
+        user = yaml.safe_load(self.kubeconfig.read_text())["users"][0]["user"]
+        workdir = self.kubeconfig.parent
+        (workdir / "admin.crt").write_bytes(base64.b64decode(user["client-certificate-data"]))
+        (workdir / "admin.key").write_bytes(base64.b64decode(user["client-key-data"]))
+        (workdir / "admin.key").chmod(0o600)
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.load_cert_chain(str(workdir / "admin.crt"), str(workdir / "admin.key"))
+        return context
+
+    def api_service_url(self, path: str) -> str:
+        """The apiservers' Service inside the infrastructure cluster: the same address whatever
+        the exposure (dial it with check_hostname off: the certificate names the Service)."""
+        service = self.infra.kubectl_json(
+            "get", "service", "-n", self.infra.namespace, f"{CLUSTER}-apiserver", tenant=True
+        )
+        return f"https://{service['spec']['clusterIP']}:6443{path}"
+
+    def read_outputs(self, outputs: dict[str, Any]) -> None:
+        """The outputs of the last `up`; the kubeconfig as a user reads it, with the CLI."""
+        self.outputs = dict(outputs)
+        self.kubeconfig.write_text(self.stack.output("kubeconfig"))
+        self.kubeconfig.chmod(0o600)
+        self.ca_file.write_text(str(outputs["clusterCaCertificate"]))
+
+    def update(self, config: dict[str, str], figure: str | None = None) -> Operation:
+        """A new stack config and `pulumi up`, as a user changes the tenant."""
+        self.stack.write_config(config)
+        operation = self.stack.up()
+        self.config = dict(config)
+        self.read_outputs(operation.outputs)
+        if figure:
+            FIGURES[figure] = {"seconds": round(operation.seconds, 1), **operation.changes}
+        return operation
 
     def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """kubectl as the tenant's admin; a failure with check=True says what kubectl said."""
@@ -82,11 +131,14 @@ def wait_for(description: str, check: Any, timeout: float, interval: float = 2.0
 
 
 def expected_pod_count(config: dict[str, str]) -> int:
-    return int(config["etcdReplicas"]) + 2 + 2 + 2  # etcd + apiserver + kcm + scheduler
+    """etcd members, apiservers, controller-managers and schedulers the config asks for."""
+    keys = ("etcdReplicas", "apiServerReplicas", "controllerManagerReplicas", "schedulerReplicas")
+    return sum(int(config.get(key, DEFAULTS[key])) for key in keys)
 
 
 def all_pods_ready(infra: InfraCluster, count: int) -> bool:
-    current = pods(infra)
+    """`count` pods, all Ready; pods on their way out (scaled down, rolled) are not counted."""
+    current = [p for p in pods(infra) if p["metadata"].get("deletionTimestamp") is None]
     return len(current) == count and all(is_ready(p) for p in current)
 
 
@@ -102,28 +154,67 @@ def describe_pods(infra: InfraCluster) -> str:
 
 
 def deploy_tenant(infra: InfraCluster) -> Tenant:
-    state = MockState()
+    work_dir = Path(tempfile.mkdtemp(prefix="tenant-"))
+    stack = ProjectStack(
+        STACK,
+        work_dir / "engine",
+        extra_env={"KUBECONFIG": str(infra.tenant_kubeconfig)},
+        log=log,
+    )
+    tenant = Tenant(
+        infra=infra,
+        stack=stack,
+        config={},
+        outputs={},
+        kubeconfig=work_dir / "kubeconfig",
+        ca_file=work_dir / "ca.crt",
+    )
     config = stack_config(infra)
-    deployment = render(config, state)
-    workdir = Path(tempfile.mkdtemp(prefix="tenant-"))
-    kubeconfig = workdir / "kubeconfig"
-    kubeconfig.write_text(deployment.run.outputs["kubeconfig"])
-    kubeconfig.chmod(0o600)
-    ca_file = workdir / "ca.crt"
-    ca_file.write_text(deployment.run.outputs["clusterCaCertificate"])
-
-    started = time.monotonic()
-    server_side_apply(infra.kubectl_path, infra.tenant_kubeconfig, deployment.manifests)
+    readyz = f"https://{infra.node_ip}:{NODE_PORT}/readyz"
     try:
-        wait_for(
-            "every tenant control plane pod to be Ready",
-            lambda: all_pods_ready(infra, expected_pod_count(config)),
-            timeout=420,
-        )
+        with FirstAnswer(readyz) as first_answer:
+            tenant.update(config, figure="pulumi up: create")
     except AssertionError:
         print(describe_pods(infra))
         raise
-    FIGURES["apply to all pods Ready (s)"] = round(time.monotonic() - started, 1)
-    # What the program declares inside the tenant cluster goes through its admin kubeconfig.
-    server_side_apply(infra.kubectl_path, kubeconfig, deployment.tenant_manifests)
-    return Tenant(infra, state, deployment, kubeconfig, ca_file)
+    FIGURES["pulumi up start to the tenant API answering /readyz (s)"] = (
+        round(first_answer.seconds, 1) if first_answer.seconds is not None else None
+    )
+    # pulumi-kubernetes waited for every workload to be available; nothing is left to wait for.
+    assert all_pods_ready(infra, expected_pod_count(config)), describe_pods(infra)
+    return tenant
+
+
+# A read every apiserver answers from its watch cache: what a client polling the API sends.
+LOAD_REQUEST_PATH = "/api/v1/namespaces/kube-system"
+
+
+@contextlib.contextmanager
+def under_load(
+    tenant: Tenant, figure: str, *, through_endpoint: bool = True
+) -> Iterator[dict[str, RequestLoad]]:
+    """Clients sending requests back to back while the block runs, one through the apiservers'
+    Service in the infrastructure cluster and (unless the change moves it) one through the
+    `endpoint` output; their reports go to FIGURES["update paths"][figure]."""
+    service_context = tenant.admin_ssl_context()
+    service_context.check_hostname = False
+    loads = {
+        "through the infrastructure Service": RequestLoad(
+            tenant.api_service_url(LOAD_REQUEST_PATH), service_context
+        )
+    }
+    if through_endpoint:
+        loads["through the endpoint"] = RequestLoad(
+            tenant.outputs["endpoint"] + LOAD_REQUEST_PATH, tenant.admin_ssl_context()
+        )
+    with contextlib.ExitStack() as stack:
+        for load in loads.values():
+            stack.enter_context(load)
+        yield loads
+    entry = FIGURES.setdefault("update paths", {}).setdefault(figure, {})
+    entry.update({name: load.report.as_figure() for name, load in loads.items()})
+
+
+def assert_no_failed_requests(loads: dict[str, RequestLoad], figure: str) -> None:
+    for name, load in loads.items():
+        assert load.report.failed == 0, f"{figure}, {name}: {load.report.as_figure()}"

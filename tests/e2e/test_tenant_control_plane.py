@@ -1,22 +1,18 @@
 """The tenant control plane on a real infrastructure cluster, deployed as the tenant user.
 
-The program is rendered under the mock runtime (real certificates), applied with server-side
-apply by a user that holds only the `admin` role in the tenant namespace, and then used through
-its own `kubeconfig` output.
+The program is deployed by the real `pulumi up` as a user that holds only the `admin` role in
+the tenant namespace, and then used through its own `kubeconfig` output, read with
+`pulumi stack output kubeconfig --show-secrets`.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import ssl
 import time
 import urllib.request
 from typing import Any
 
-import yaml
-
-from tests.e2e.deploy import render, server_side_apply, server_side_diff
 from tests.e2e.infra import InfraCluster
 from tests.e2e.tenant import (
     CLUSTER,
@@ -27,20 +23,12 @@ from tests.e2e.tenant import (
     expected_pod_count,
     is_ready,
     pods,
-    stack_config,
     wait_for,
 )
 
 
 def client_context(tenant: Tenant) -> ssl.SSLContext:
-    kubeconfig = yaml.safe_load(tenant.kubeconfig.read_text())
-    user = kubeconfig["users"][0]["user"]
-    workdir = tenant.kubeconfig.parent
-    (workdir / "admin.crt").write_bytes(base64.b64decode(user["client-certificate-data"]))
-    (workdir / "admin.key").write_bytes(base64.b64decode(user["client-key-data"]))
-    context = ssl.create_default_context(cafile=str(tenant.ca_file))
-    context.load_cert_chain(str(workdir / "admin.crt"), str(workdir / "admin.key"))
-    return context
+    return tenant.admin_ssl_context()
 
 
 def get(url: str, context: ssl.SSLContext) -> tuple[int, str]:
@@ -62,7 +50,7 @@ def test_every_pod_is_ready_and_runs_restricted(tenant: Tenant) -> None:
 
 
 def test_readyz_through_the_node_port(tenant: Tenant) -> None:
-    endpoint = tenant.deployment.run.outputs["endpoint"]
+    endpoint = tenant.outputs["endpoint"]
     assert endpoint == f"https://{tenant.infra.node_ip}:{NODE_PORT}"
     status, body = get(f"{endpoint}/readyz", client_context(tenant))
     assert (status, body) == (200, "ok")
@@ -154,7 +142,7 @@ def test_etcd_data_survives_deleting_every_etcd_pod(tenant: Tenant) -> None:
     # until every control plane pod is Ready again, then until reads keep working.
     wait_for(
         "every tenant control plane pod to be Ready again",
-        lambda: all_pods_ready(infra, expected_pod_count(stack_config(infra))),
+        lambda: all_pods_ready(infra, expected_pod_count(tenant.config)),
         timeout=300,
     )
     read_streak = {"count": 0}
@@ -215,18 +203,15 @@ def generations(infra: InfraCluster) -> dict[str, Any]:
     }
 
 
-def test_applying_the_same_program_again_changes_nothing(tenant: Tenant) -> None:
+def test_preview_and_up_of_the_same_program_change_nothing(tenant: Tenant) -> None:
     infra = tenant.infra
-    again = render(stack_config(infra), tenant.state)
-    assert again.manifests == tenant.deployment.manifests
-    diff = server_side_diff(infra.kubectl_path, infra.tenant_kubeconfig, again.manifests)
-    assert diff.returncode == 0, diff.stdout + diff.stderr
     before = generations(infra)
-    server_side_apply(infra.kubectl_path, infra.tenant_kubeconfig, again.manifests)
+    preview = tenant.stack.preview(expect_no_changes=True)
+    FIGURES["pulumi preview, unchanged (s)"] = round(preview.seconds, 1)
+    assert preview.changed == {}, preview.changes
+    again = tenant.stack.up()
+    assert again.changed == {}, again.changes
     assert generations(infra) == before
-    assert again.tenant_manifests == tenant.deployment.tenant_manifests
-    tenant_diff = server_side_diff(infra.kubectl_path, tenant.kubeconfig, again.tenant_manifests)
-    assert tenant_diff.returncode == 0, tenant_diff.stdout + tenant_diff.stderr
 
 
 def test_memory_of_the_tenant_control_plane(tenant: Tenant) -> None:

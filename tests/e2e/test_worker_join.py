@@ -31,11 +31,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from components import addons, node_join
+from components import addons, konnectivity, node_join
 from components.config import ControlPlaneSettings, parse_settings
 from components.tenant_objects import KUBE_PUBLIC, KUBE_SYSTEM
-from tests.e2e.deploy import FIELD_MANAGER as PROGRAM_FIELD_MANAGER
-from tests.e2e.deploy import render, server_side_apply
 from tests.e2e.infra import InfraCluster
 from tests.e2e.infra.worker import (
     E2E_CLIENT_IMAGE,
@@ -53,11 +51,15 @@ from tests.e2e.tenant import (
     CLUSTER,
     NODE_PORT,
     Tenant,
+    assert_no_failed_requests,
     stack_config,
+    under_load,
     wait_for,
 )
 
 FIELD_MANAGER = "e2e-worker-join"
+# pulumi-kubernetes' server-side apply field manager (a prefix: it may carry a suffix).
+PROGRAM_FIELD_MANAGER = "pulumi-kubernetes"
 NAMESPACE = "worker-e2e"  # in the tenant, Pod Security "restricted"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 # A Service that exists only in the tenant cluster: resolving it proves the tenant's CoreDNS.
@@ -74,7 +76,8 @@ class TenantAccess:
     kubeconfig: Path  # admin
     ca_pem: str
     endpoint: str
-    outputs: dict[str, Any] = field(default_factory=dict)  # the program's, when rendered here
+    # The program's outputs; they hold secrets, so they stay out of test reports.
+    outputs: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def kubectl(
         self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120
@@ -106,12 +109,12 @@ class TenantAccess:
         return self.kubectl("get", *args, check=False).returncode == 0
 
     def applied_by_program(self, *args: str) -> bool:
-        """True if the object exists and the program's apply (deploy.FIELD_MANAGER) wrote it."""
+        """True if the object exists and pulumi-kubernetes (server-side apply) wrote it."""
         result = self.kubectl("get", *args, "-o", "json", "--show-managed-fields", check=False)
         if result.returncode != 0:
             return False
         managers = json.loads(result.stdout)["metadata"].get("managedFields", [])
-        return any(entry.get("manager") == PROGRAM_FIELD_MANAGER for entry in managers)
+        return any(entry.get("manager", "").startswith(PROGRAM_FIELD_MANAGER) for entry in managers)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +128,7 @@ def tenant_access(tenant: Tenant) -> TenantAccess:
         kubeconfig=tenant.kubeconfig,
         ca_pem=base64.b64decode(cluster["certificate-authority-data"]).decode(),
         endpoint=cluster["server"],
-        outputs=dict(tenant.deployment.run.outputs),
+        outputs=dict(tenant.outputs),
     )
 
 
@@ -756,36 +759,24 @@ def test_logs_and_exec_go_through_konnectivity_when_the_node_is_unreachable(
         cut = tenant_access.kubectl("logs", "tunnel-proof", "-n", NAMESPACE, check=False)
         assert cut.returncode != 0, "logs still work: the cut did not take"
 
-        config = {**stack_config(infra), "konnectivity": "true"}
-        changed = render(config, tenant.state)
+        config = {**tenant.config, "konnectivity": "true"}
         started = time.monotonic()
-        server_side_apply(infra.kubectl_path, infra.tenant_kubeconfig, changed.manifests)
-
-        def apiservers_with_sidecar_ready() -> bool:
-            listed = infra.kubectl_json(
-                "get",
-                "pods",
-                "-n",
-                infra.namespace,
-                "-l",
-                "app.kubernetes.io/name=kube-apiserver",
-                tenant=True,
-            )["items"]
-            with_sidecar = [
-                p
-                for p in listed
-                if len(p["spec"]["containers"]) == 2
-                and p["metadata"].get("deletionTimestamp") is None
-            ]
-            return len(with_sidecar) == len(listed) == 2 and all(_ready(p) for p in with_sidecar)
-
-        wait_for(
-            "the apiservers to roll out with the proxy-server",
-            apiservers_with_sidecar_ready,
-            timeout=300,
-        )
-        server_side_apply(infra.kubectl_path, tenant.kubeconfig, changed.tenant_manifests)
-        tenant.deployment = changed  # what the stack now holds (deploy.removed compares to it)
+        figure = "konnectivity on"
+        with under_load(tenant, figure) as loads:
+            tenant.update(config, figure=f"pulumi up: {figure}")
+        assert_no_failed_requests(loads, figure)
+        listed = infra.kubectl_json(
+            "get",
+            "pods",
+            "-n",
+            infra.namespace,
+            "-l",
+            "app.kubernetes.io/name=kube-apiserver",
+            tenant=True,
+        )["items"]
+        # `pulumi up` waited for the rollout: every apiserver runs the proxy-server.
+        listed = [p for p in listed if p["metadata"].get("deletionTimestamp") is None]
+        assert len(listed) == 2 and all(len(p["spec"]["containers"]) == 2 for p in listed)
 
         def agent_ready_on_the_worker() -> bool:
             listed = tenant_access.kubectl_json(
@@ -794,6 +785,25 @@ def test_logs_and_exec_go_through_konnectivity_when_the_node_is_unreachable(
             return any(p["spec"].get("nodeName") == node and _ready(p) for p in listed)
 
         wait_for("the konnectivity agent on the worker", agent_ready_on_the_worker, timeout=180)
+
+        def every_proxy_server_holds_an_agent() -> bool:
+            # The proxy-server's /readyz answers 200 once an agent holds a tunnel to it; a
+            # request through an apiserver whose server has none fails ("No agent available").
+            for pod in listed:
+                url = f"http://{pod['status']['podIP']}:{konnectivity.HEALTH_PORT}/readyz"
+                try:
+                    with urllib.request.urlopen(url, timeout=5) as response:
+                        if response.status != 200:
+                            return False
+                except OSError:
+                    return False
+            return True
+
+        wait_for(
+            "every apiserver's proxy-server to hold an agent",
+            every_proxy_server_holds_an_agent,
+            timeout=120,
+        )
 
         def logs_work() -> bool:
             return (

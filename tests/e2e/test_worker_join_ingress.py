@@ -15,10 +15,8 @@ import base64
 import json
 import socket
 import ssl
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,10 +25,16 @@ from cryptography import x509
 
 from components import in_cluster_api
 from components.config import parse_settings
-from tests.e2e.deploy import Deployment, delete, removed, render, server_side_apply
 from tests.e2e.infra import InfraCluster
 from tests.e2e.infra.worker import API_PROXY_IMAGE, Worker
-from tests.e2e.tenant import CLUSTER, Tenant, stack_config, wait_for
+from tests.e2e.tenant import (
+    CLUSTER,
+    Tenant,
+    assert_no_failed_requests,
+    stack_config,
+    under_load,
+    wait_for,
+)
 from tests.e2e.test_worker_join import (
     NAMESPACE,
     RESTRICTED_CONTAINER,
@@ -55,72 +59,38 @@ def ingress_config(infra: InfraCluster) -> dict[str, str]:
     }
 
 
-def _admin(deployment: Deployment) -> tuple[Path, str]:
-    """The new `kubeconfig` output in a file, and its CA."""
-    workdir = Path(tempfile.mkdtemp(prefix="tenant-ingress-"))
-    kubeconfig = workdir / "kubeconfig"
-    kubeconfig.write_text(deployment.run.outputs["kubeconfig"])
-    kubeconfig.chmod(0o600)
-    cluster = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]
-    return kubeconfig, base64.b64decode(cluster["certificate-authority-data"]).decode()
-
-
 @pytest.fixture(scope="module")
 def ingress_access(tenant: Tenant) -> TenantAccess:
-    """The shared tenant, changed to ingress exposure as `pulumi up` would change it: update
-    what stays, create what is new, then delete what left the program."""
+    """The shared tenant, changed to ingress exposure by a `pulumi up` of the new config."""
     infra = tenant.infra
-    previous = tenant.deployment
+    if tenant.config.get("konnectivity") == "true":  # test_worker_join turned it on
+        figure = "konnectivity off"
+        with under_load(tenant, figure) as loads:
+            tenant.update({**tenant.config, "konnectivity": "false"}, figure=f"pulumi up: {figure}")
+        assert_no_failed_requests(loads, figure)
     config = ingress_config(infra)
-    changed = render(config, tenant.state)
-    kubeconfig, ca_pem = _admin(changed)
+    # The NodePort goes away by design: the client goes through the apiservers' own Service.
+    figure = "exposure nodePort to ingress"
+    with under_load(tenant, figure, through_endpoint=False) as loads:
+        switched = tenant.update(config, figure=f"pulumi up: {figure}")
+    assert_no_failed_requests(loads, figure)
+    # The tenant's objects stay: the provider keeps its cluster identity.
+    assert f"{CLUSTER}-tenant" not in switched.named("replace")
+    assert not {name for name in switched.named("replace") if "node-join" in name}
+    cluster = yaml.safe_load(tenant.kubeconfig.read_text())["clusters"][0]["cluster"]
     access = TenantAccess(
         infra=infra,
         settings=parse_settings(config),
-        kubeconfig=kubeconfig,
-        ca_pem=ca_pem,
-        endpoint=changed.run.outputs["endpoint"],
-        outputs=dict(changed.run.outputs),
+        kubeconfig=tenant.kubeconfig,
+        ca_pem=base64.b64decode(cluster["certificate-authority-data"]).decode(),
+        endpoint=tenant.outputs["endpoint"],
+        outputs=dict(tenant.outputs),
     )
-    started = time.monotonic()
-    server_side_apply(infra.kubectl_path, infra.tenant_kubeconfig, changed.manifests)
-    # As Pulumi awaits a Deployment: the apiservers lose the konnectivity sidecar if the
-    # previous test added it; the tenant's objects go through the new pods only.
-    infra.kubectl(
-        "rollout",
-        "status",
-        f"deployment/{CLUSTER}-apiserver",
-        "-n",
-        infra.namespace,
-        "--timeout=300s",
-        tenant=True,
-        timeout=320,
-    )
-
-    def every_apiserver_serves_the_new_name() -> bool:
-        # Several in a row: each apiserver picks up its new certificate (a Secret volume
-        # refresh, then a reload) on its own, and a terminating one still serves the old.
-        return all(
-            access.kubectl("get", "--raw", "/readyz", check=False).stdout == "ok" for _ in range(8)
-        )
-
-    wait_for(
-        "the tenant API through the ingress, by its new name",
-        every_apiserver_serves_the_new_name,
-        timeout=300,
-        interval=3,
-    )
-    FIGURES["exposure change to API through the ingress (s)"] = round(time.monotonic() - started, 1)
-    server_side_apply(infra.kubectl_path, kubeconfig, changed.tenant_manifests)
-    delete(
-        infra.kubectl_path,
-        kubeconfig,
-        removed(previous.tenant_manifests, changed.tenant_manifests, previous.patches),
-    )
-    delete(
-        infra.kubectl_path, infra.tenant_kubeconfig, removed(previous.manifests, changed.manifests)
-    )
-    tenant.deployment = changed
+    # `pulumi up` waited for the apiservers to roll with their new certificate: every one of
+    # them answers through the ingress by the new name at once.
+    for _ in range(8):
+        answer = access.kubectl("get", "--raw", "/readyz", check=False)
+        assert answer.stdout == "ok", answer.stderr
     return access
 
 
@@ -298,20 +268,6 @@ def test_restricted_pod_reaches_kubernetes_default_by_name_and_by_cluster_ip(
 
 
 # -- Pure parts (no rig needed) -----------------------------------------------------------------
-
-
-def _object(kind: str, name: str, namespace: str = "default") -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": kind, "metadata": {"name": name, "namespace": namespace}}
-
-
-def test_what_left_the_program_is_deleted_last_first_and_patches_never() -> None:
-    secret, config_map = _object("Secret", "a"), _object("ConfigMap", "b")
-    node_port, patched = _object("Service", "api-external"), _object("Service", "kubernetes")
-    previous = [secret, config_map, node_port, patched]
-    current = [_object("Secret", "a")]
-    patches = frozenset({("v1", "Service", "default", "kubernetes")})
-    assert removed(previous, current, patches) == [node_port, config_map]
-    assert removed(previous, previous) == []
 
 
 def test_the_ingress_stack_is_the_shared_tenant_with_ingress_exposure() -> None:

@@ -83,7 +83,7 @@ class KubeadmJoin:
 
 def _access(tenant: Tenant) -> TenantAccess:
     """The shared tenant as the stack now holds it (NodePort, or ingress after that module)."""
-    outputs = dict(tenant.deployment.run.outputs)
+    outputs = dict(tenant.outputs)
     kubeconfig = Path(tempfile.mkdtemp(prefix="tenant-kubeadm-")) / "kubeconfig"
     kubeconfig.write_text(outputs["kubeconfig"])
     kubeconfig.chmod(0o600)

@@ -168,6 +168,16 @@ BAD_INPUTS = {
         "apiAdvertiseAddress",
         "an IP when exposure is nodePort",
     ),
+    "zero certificate validity": (
+        {"certificateValidityHours": "0"},
+        "certificateValidityHours",
+        "at least 1",
+    ),
+    "renewal window longer than the validity": (
+        {"certificateValidityHours": "48", "certificateRenewalHours": "49"},
+        "certificateRenewalHours",
+        "from 0 to certificateValidityHours (48)",
+    ),
     "advertise address not an IP": (
         {"apiAdvertiseAddress": "api.example.com"},
         "apiAdvertiseAddress",
@@ -231,3 +241,15 @@ def test_address_nodes_use_for_kubernetes_default(
 ) -> None:
     settings = parse_settings(raw)
     assert (settings.node_api_address, settings.node_api_port) == (address, port)
+
+
+def test_certificate_lifetime_and_renewal_window_reach_every_leaf() -> None:
+    config = {"certificateValidityHours": "48", "certificateRenewalHours": "48"}
+    run = run_program(config)
+    leaves = run.of_type("tls:index/locallySignedCert:LocallySignedCert")
+    assert leaves
+    for leaf in leaves:
+        assert (leaf.inputs["validityPeriodHours"], leaf.inputs["earlyRenewalHours"]) == (48, 48)
+    # The CAs keep their ten years whatever the leaves do.
+    for ca in run.of_type("tls:index/selfSignedCert:SelfSignedCert"):
+        assert ca.inputs["validityPeriodHours"] == 10 * 365 * 24

@@ -125,12 +125,14 @@ def test_etcd_flags_form_one_cluster_with_mutual_tls() -> None:
     assert f["client-cert-auth"] == f["peer-client-cert-auth"] == "true"
     assert f["name"] == "$(POD_NAME)"
     assert f["cert-file"] == "/etc/etcd/pki/$(POD_NAME)-server.crt"
-    assert f["data-dir"].startswith("/var/lib/etcd/")
+    # A directory of this stack's own on the volume, and a token no other generation shares.
+    assert f["data-dir"] == "/var/lib/etcd/data-$(DATA_GENERATION)"
+    assert f["initial-cluster-token"] == "red-ns1-$(DATA_GENERATION)"
 
 
 def test_etcd_statefulset_keeps_its_volumes() -> None:
     settings, names = setup(etcdStorageSize="9Gi", etcdStorageClass="fast-ssd", etcdReplicas="3")
-    spec = etcd_statefulset_spec(settings, names)
+    spec = etcd_statefulset_spec(settings, names, "g3n3r4t1")
     assert spec["podManagementPolicy"] == "Parallel"
     assert spec["persistentVolumeClaimRetentionPolicy"] == {
         "whenDeleted": "Retain",
@@ -143,11 +145,14 @@ def test_etcd_statefulset_keeps_its_volumes() -> None:
     term = anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
     assert term["topologyKey"] == "kubernetes.io/hostname"
     assert spec["template"]["spec"]["containers"][0]["image"] == "registry.k8s.io/etcd:3.7.0-0"
+    # The kubelet expands $(DATA_GENERATION) in the flags from this env var.
+    env = {e["name"]: e.get("value") for e in spec["template"]["spec"]["containers"][0]["env"]}
+    assert env["DATA_GENERATION"] == "g3n3r4t1"
 
 
 def test_etcd_default_storage_class_is_left_to_the_cluster() -> None:
     settings, names = setup()
-    claim = etcd_statefulset_spec(settings, names)["volumeClaimTemplates"][0]["spec"]
+    claim = etcd_statefulset_spec(settings, names, "g3n3r4t1")["volumeClaimTemplates"][0]["spec"]
     assert "storageClassName" not in claim
 
 

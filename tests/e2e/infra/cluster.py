@@ -884,7 +884,9 @@ class InfraCluster:
             f"-address {s.containerd_socket}",
         ]
         for pattern in patterns:
-            pids = host.pgrep(pattern)
+            # The rig runs in its own network namespace: what runs a cached binary elsewhere
+            # (a worker, another rig, a user's kubectl) is not the rig's.
+            pids = host.pgrep(pattern, same_netns=host.in_netns(s.netns_name))
             if pids:
                 found.append(f"processes matching {pattern!r}: {pids}")
         mounts = host.mounts_under([s.state_dir, s.run_dir])

@@ -270,7 +270,11 @@ def processes_with_argument(argument: str) -> list[int]:
     return pids
 
 
-def pgrep(pattern: str) -> list[int]:
-    """`pgrep -f PATTERN` (full command line); used to prove nothing of the rig is left."""
-    output = run(["pgrep", "-f", "--", pattern], check=False).stdout
+def pgrep(pattern: str, *, same_netns: bool = False) -> list[int]:
+    """`pgrep -f PATTERN` (full command line); used to prove nothing of the rig is left.
+
+    same_netns: only processes in this process's network namespace (the rig's own, when run
+    through hack/e2e.sh), so a process of another rig, a worker or a user is not the rig's."""
+    scope = ["--ns", str(os.getpid()), "--nslist", "net"] if same_netns else []
+    output = run(["pgrep", "-f", *scope, "--", pattern], check=False).stdout
     return [int(pid) for pid in output.split()]

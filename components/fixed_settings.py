@@ -1,0 +1,121 @@
+"""Settings that are fixed once the cluster exists, and the refusal of a change to them.
+
+The current values come from the stack's own last outputs (`fixedSettings`, exported by every
+`pulumi up`): what this stack last deployed, read before anything is registered. A stack that
+has never been deployed, or has been destroyed, has none, so anything goes. Refusals name the
+key, the current and the requested value, and the safe path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from components.config import PROJECT, ControlPlaneSettings
+from components.versions import minor_of
+
+OUTPUT_NAME = "fixedSettings"
+
+# Why each setting cannot change in place, and what to do instead.
+FIXED: dict[str, str] = {
+    "clusterName": (
+        "every object is named after it, so another name is another cluster; deploy that as a "
+        "new stack"
+    ),
+    "namespace": "the control plane lives there; deploy a new stack in the other namespace",
+    "etcdReplicas": (
+        "etcd members are not added or removed by an update; take a backup and restore it "
+        "into a new stack with the other member count"
+    ),
+    "etcdStorageSize": (
+        "a StatefulSet's volume claims cannot change (pulumi-kubernetes would replace etcd); "
+        "to grow the volumes, expand each claim where its StorageClass allows it (kubectl -n "
+        "<namespace> patch pvc data-<clusterName>-etcd-<n> -p "
+        '\'{"spec":{"resources":{"requests":{"storage":"<size>"}}}}\') and keep this value'
+    ),
+    "etcdStorageClass": (
+        "a StatefulSet's volume claims cannot change (pulumi-kubernetes would replace etcd); "
+        "to move the data to another class, take a backup and restore it into a new stack"
+    ),
+    "serviceCidr": (
+        "Services keep the addresses they were given and the certificates name the first one; "
+        "build a new cluster with the new range"
+    ),
+    "podCidr": "nodes keep the pod ranges they were given; build a new cluster with the new range",
+    "clusterDomain": (
+        "service-account tokens, certificates and every pod's DNS search path name it; build a "
+        "new cluster with the new domain"
+    ),
+}
+
+
+def fixed_settings(settings: ControlPlaneSettings) -> dict[str, str]:
+    """What this deployment fixes, as the stack output that the next `pulumi up` reads."""
+    return {
+        "clusterName": settings.cluster_name,
+        "namespace": settings.namespace,
+        "etcdReplicas": str(settings.etcd_replicas),
+        "etcdStorageSize": settings.etcd_storage_size,
+        "etcdStorageClass": settings.etcd_storage_class or "",
+        "serviceCidr": settings.service_cidr,
+        "podCidr": settings.pod_cidr,
+        "clusterDomain": settings.cluster_domain,
+        "kubernetesVersion": settings.release.version,
+    }
+
+
+def _minor_number(version: str) -> int:
+    return int(minor_of(version).split(".")[1])
+
+
+def refused_changes(previous: Mapping[str, str] | None, requested: Mapping[str, str]) -> list[str]:
+    """Every change from `previous` (the last deployment) to `requested` that is not allowed."""
+    if not previous:
+        return []
+    refusals = [
+        f"{PROJECT}:{key} cannot change once the cluster exists: it is {previous[key]!r}, "
+        f"{requested[key]!r} was requested; {why}"
+        for key, why in FIXED.items()
+        if key in previous and previous[key] != requested[key]
+    ]
+    current = previous.get("kubernetesVersion")
+    wanted = requested["kubernetesVersion"]
+    if current:
+        step = _minor_number(wanted) - _minor_number(current)
+        if step > 1:
+            next_minor = f"v1.{_minor_number(current) + 1}.x"
+            refusals.append(
+                f"{PROJECT}:kubernetesVersion cannot skip a minor release: it is {current!r}, "
+                f"{wanted!r} was requested; upgrade one minor at a time ({next_minor} first), "
+                "as Kubernetes' version skew policy requires"
+            )
+        elif step < 0:
+            refusals.append(
+                f"{PROJECT}:kubernetesVersion cannot go back a minor release: it is {current!r}, "
+                f"{wanted!r} was requested; etcd's data may already use the newer release's "
+                "schema, so restore a backup taken before the upgrade into a new stack instead"
+            )
+    return refusals
+
+
+def last_deployed_fixed_settings() -> dict[str, str] | None:
+    """The `fixedSettings` output of this stack's last `pulumi up` (None before the first or
+    after a destroy), read through a reference to the stack itself. Waits for the answer, so
+    nothing is registered before the check (a stack reference is a read, it changes nothing)."""
+    import pulumi
+    from pulumi.runtime.sync_await import _sync_await
+
+    own_stack = f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
+    details = _sync_await(pulumi.StackReference(own_stack).get_output_details(OUTPUT_NAME))
+    value = details.value
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else None
+
+
+def check_fixed_settings(settings: ControlPlaneSettings) -> dict[str, str]:
+    """Raise ConfigError for every refused change; return what to export for the next run."""
+    from components.config import ConfigError
+
+    requested = fixed_settings(settings)
+    refusals = refused_changes(last_deployed_fixed_settings(), requested)
+    if refusals:
+        raise ConfigError("refused configuration change:\n  " + "\n  ".join(refusals))
+    return requested

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The real Pulumi CLI on the stack of `make up`, inside the rig's network namespace:
+#
+#   hack/pulumi.sh stack output kubeconfig --show-secrets > kubeconfig
+#   hack/pulumi.sh preview
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+exec "$REPO/hack/e2e.sh" "${RIG_PYTHON:-$REPO/.venv/bin/python}" -m tests.e2e.local pulumi "$@"

@@ -1,0 +1,18 @@
+"""The pulumi-tls 5.6.2 test double: `python -m tests.doubles.tls_provider ENGINE_ADDRESS`.
+
+Prints the port it serves on to stdout (all the engine reads there); logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pulumi.provider.experimental.server import main
+
+from tests.doubles.provider import DoubleProvider
+
+NAME = "tls"
+VERSION = "5.6.2"  # what pulumi_tls' pulumi-plugin.json asks the engine for
+
+if __name__ == "__main__":
+    main(sys.argv[1:], VERSION, DoubleProvider(NAME, VERSION))

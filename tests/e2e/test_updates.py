@@ -1,0 +1,154 @@
+"""Update paths of the shared tenant through the real engine, each measured under load.
+
+While each `pulumi up` runs, two clients send requests back to back (no retries): one through
+the `endpoint` output (the NodePort), one through the apiservers' Service inside the
+infrastructure cluster. Every update must finish with zero failed requests, replace no CA, key
+or etcd StatefulSet, and leave a preview with nothing to do.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from typing import Any
+
+from cryptography import x509
+
+from tests.e2e.engine import Operation
+from tests.e2e.tenant import (
+    CLUSTER,
+    FIGURES,
+    Tenant,
+    all_pods_ready,
+    expected_pod_count,
+    pods,
+    under_load,
+    wait_for,
+)
+
+# What no ordinary update may replace: the CAs and their keys, the service-account key, the
+# encryption key, etcd and the provider of the tenant cluster (which would take every object
+# inside the tenant with it).
+DURABLE = {
+    f"{CLUSTER}-pki-ca",
+    f"{CLUSTER}-pki-front-proxy-ca",
+    f"{CLUSTER}-pki-etcd-ca",
+    f"{CLUSTER}-pki-service-account",
+    f"{CLUSTER}-apiserver-encryption-key",
+    f"{CLUSTER}-etcd-statefulset",
+    f"{CLUSTER}-tenant",
+}
+
+
+def measured_update(
+    tenant: Tenant, change: dict[str, str], figure: str, *, settles: bool = True
+) -> Operation:
+    """`pulumi up` of the changed config under load; with `settles`, a preview afterwards has
+    nothing to do."""
+    config = {**tenant.config, **change}
+    with under_load(tenant, figure) as loads:
+        operation = tenant.update(config)
+        # pulumi-kubernetes 4.25 may report a replicas-only change of a Deployment done before
+        # the controller has scaled its ReplicaSet (it compares that ReplicaSet's own spec and
+        # status): wait, as a user would with `kubectl rollout status`, and under load.
+        started = time.monotonic()
+        wait_for(
+            "every control plane pod Ready",
+            lambda: all_pods_ready(tenant.infra, expected_pod_count(config)),
+            timeout=180,
+        )
+        waited = time.monotonic() - started
+    FIGURES["update paths"][figure]["pulumi up"] = {
+        "seconds": round(operation.seconds, 1),
+        "then until every pod Ready (s)": round(waited, 1),
+        **operation.changes,
+    }
+    replaced = operation.named("replace") & DURABLE
+    assert not replaced, f"{figure} replaced {sorted(replaced)}"
+    for name, load in loads.items():
+        assert load.report.failed == 0, f"{figure}, {name}: {load.report.as_figure()}"
+    if settles:
+        preview = tenant.stack.preview()
+        assert preview.changed == {}, f"after {figure}: {preview.steps}"
+    return operation
+
+
+def _count(tenant: Tenant, component: str) -> int:
+    return sum(
+        1
+        for pod in pods(tenant.infra)
+        if pod["metadata"]["labels"].get("app.kubernetes.io/name") == component
+        and pod["metadata"].get("deletionTimestamp") is None
+    )
+
+
+def test_replicas_up_and_down(tenant: Tenant) -> None:
+    up = measured_update(
+        tenant,
+        {"apiServerReplicas": "3", "controllerManagerReplicas": "3", "schedulerReplicas": "1"},
+        "replicas up (apiserver 3, controller-manager 3, scheduler 1)",
+    )
+    assert up.named("replace") == set()
+    assert _count(tenant, "kube-apiserver") == 3
+    assert _count(tenant, "kube-controller-manager") == 3
+    assert _count(tenant, "kube-scheduler") == 1
+    down = measured_update(
+        tenant,
+        {"apiServerReplicas": "2", "controllerManagerReplicas": "2", "schedulerReplicas": "2"},
+        "replicas down (2, 2, 2)",
+    )
+    assert down.named("replace") == set()
+    assert _count(tenant, "kube-apiserver") == 2
+
+
+def _serving_certificate(tenant: Tenant) -> x509.Certificate:
+    host, port = tenant.outputs["endpoint"].removeprefix("https://").rsplit(":", 1)
+    context = ssl.create_default_context(cafile=str(tenant.ca_file))
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def _pod_uids(tenant: Tenant) -> dict[str, Any]:
+    return {pod["metadata"]["uid"]: pod["metadata"]["name"] for pod in pods(tenant.infra)}
+
+
+def test_renewal_issues_every_leaf_and_rolls_every_pod(tenant: Tenant) -> None:
+    """certificateRenewalHours = certificateValidityHours makes every leaf due: `pulumi up`
+    issues each anew, updates the Secrets in place and rolls every pod that mounts them."""
+    before_cert = _serving_certificate(tenant)
+    before_pods = _pod_uids(tenant)
+    validity = tenant.config.get("certificateValidityHours", "8760")
+    # Every new leaf is due at once again: each plan would renew them all (the real provider
+    # does the same), so this update does not settle.
+    renewal = measured_update(
+        tenant,
+        {"certificateRenewalHours": validity},
+        "every leaf certificate renewed",
+        settles=False,
+    )
+    renewed = {name for name in renewal.named("replace") if name.startswith(f"{CLUSTER}-pki-")}
+    certificates = [name for name, op in renewal.steps.items() if op == "replace"]
+    assert renewed, certificates
+    # Secrets and ConfigMaps are updated in place, never deleted and created again.
+    assert not any(name.endswith(("-pki", "-config")) for name in renewal.named("replace"))
+    after_cert = _serving_certificate(tenant)
+    assert after_cert.serial_number != before_cert.serial_number
+    assert after_cert.not_valid_before_utc > before_cert.not_valid_before_utc
+    survivors = set(before_pods) & set(_pod_uids(tenant))
+    assert not survivors, f"pods not rolled: {[before_pods[uid] for uid in survivors]}"
+    # Back to the default window: an update in place of the certificates (as the real tls
+    # provider does), after which nothing is due and a preview has nothing to do.
+    restored = {**tenant.config}
+    restored.pop("certificateRenewalHours")
+    with under_load(tenant, "renewal window back to the default") as loads:
+        operation = tenant.update(restored)
+    for name, load in loads.items():
+        assert load.report.failed == 0, f"restore, {name}: {load.report.as_figure()}"
+    assert not operation.named("replace") & DURABLE
+    assert tenant.stack.preview().changed == {}
