@@ -13,9 +13,10 @@ import ssl
 import time
 from typing import Any
 
+import pytest
 from cryptography import x509
 
-from tests.e2e.engine import Operation
+from tests.e2e.engine import EngineError, Operation
 from tests.e2e.tenant import (
     CLUSTER,
     FIGURES,
@@ -151,4 +152,22 @@ def test_renewal_issues_every_leaf_and_rolls_every_pod(tenant: Tenant) -> None:
     for name, load in loads.items():
         assert load.report.failed == 0, f"restore, {name}: {load.report.as_figure()}"
     assert not operation.named("replace") & DURABLE
+    assert tenant.stack.preview().changed == {}
+
+
+def test_a_storage_change_is_refused_before_anything_changes(tenant: Tenant) -> None:
+    """etcd's volume claims cannot change in place: `pulumi up` stops with the reason and the
+    safe path, and the cluster is left exactly as it was."""
+    before = _pod_uids(tenant)
+    refused = {**tenant.config, "etcdStorageSize": "2Gi"}
+    tenant.stack.write_config(refused)
+    try:
+        with pytest.raises(EngineError) as raised:
+            tenant.stack.up()
+    finally:
+        tenant.stack.write_config(tenant.config)
+    message = str(raised.value)
+    assert "k8s-on-k8s:etcdStorageSize cannot change once the cluster exists" in message
+    assert "'1Gi'" in message and "'2Gi'" in message and "patch pvc" in message
+    assert _pod_uids(tenant) == before
     assert tenant.stack.preview().changed == {}

@@ -86,8 +86,28 @@ def ingress_access(tenant: Tenant) -> TenantAccess:
         endpoint=tenant.outputs["endpoint"],
         outputs=dict(tenant.outputs),
     )
-    # `pulumi up` waited for the apiservers to roll with their new certificate: every one of
-    # them answers through the ingress by the new name at once.
+    # `pulumi up` waited for the new apiservers (new certificate) to be Ready; the old ones
+    # drain (--shutdown-delay-duration) and, until they are gone, may still present the old
+    # certificate to a client that reaches them by the new name. Wait for that, as an operator
+    # does after a maintenance change, and report how long it took.
+    started = time.monotonic()
+
+    def old_apiservers_gone() -> bool:
+        listed = infra.kubectl_json(
+            "get",
+            "pods",
+            "-n",
+            infra.namespace,
+            "-l",
+            "app.kubernetes.io/name=kube-apiserver",
+            tenant=True,
+        )["items"]
+        return not any(p["metadata"].get("deletionTimestamp") for p in listed)
+
+    wait_for("the old apiservers to finish draining", old_apiservers_gone, timeout=120)
+    FIGURES["exposure change: old apiservers drained after pulumi up (s)"] = round(
+        time.monotonic() - started, 1
+    )
     for _ in range(8):
         answer = access.kubectl("get", "--raw", "/readyz", check=False)
         assert answer.stdout == "ok", answer.stderr
