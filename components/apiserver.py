@@ -93,6 +93,14 @@ def audit_policy() -> str:
     return yaml.safe_dump(document, sort_keys=False)
 
 
+# How soon a terminating apiserver leaves every load-balancing path, and how long it keeps
+# serving after SIGTERM (the pod's default grace period, 30 s, covers the delay and the drain).
+READINESS_PERIOD_SECONDS = 2
+READINESS_FAILURES = 2
+READINESS_DETECTION_SECONDS = READINESS_PERIOD_SECONDS * READINESS_FAILURES
+SHUTDOWN_DELAY_SECONDS = 15
+
+
 def api_server_command(settings: ControlPlaneSettings, names: ObjectNames) -> list[str]:
     pki = PKI_DIR
     return [
@@ -133,7 +141,10 @@ def api_server_command(settings: ControlPlaneSettings, names: ObjectNames) -> li
         "--profiling=false",
         # A rollout drops no request: a terminating apiserver keeps serving while the Service,
         # NodePort and ingress drop it, then answers 429 with Retry-After (client-go retries).
-        "--shutdown-delay-duration=10s",
+        # The delay outlasts the readiness probe's detection (READINESS_DETECTION_SECONDS) plus
+        # the time an ingress controller takes to reload: ingress controllers still route new
+        # connections to a terminating pod until its readiness fails (endpoint `serving`).
+        f"--shutdown-delay-duration={SHUTDOWN_DELAY_SECONDS}s",
         "--shutdown-send-retry-after=true",
         # The pods' IPs mean nothing on tenant nodes; components/in_cluster_api decides where
         # kubernetes.default leads.
@@ -162,7 +173,15 @@ def api_server_deployment_spec(settings: ControlPlaneSettings, names: ObjectName
         ],
         "startupProbe": https_probe("/livez", SECURE_PORT, failures=30),
         "livenessProbe": https_probe("/livez", SECURE_PORT, failures=8),
-        "readinessProbe": https_probe("/readyz", SECURE_PORT, period=5),
+        # /readyz fails at once on SIGTERM; two quick failures take the pod out of every
+        # Service, NodePort and ingress well before it stops listening.
+        "readinessProbe": https_probe(
+            "/readyz",
+            SECURE_PORT,
+            period=READINESS_PERIOD_SECONDS,
+            failures=READINESS_FAILURES,
+            timeout=READINESS_PERIOD_SECONDS,
+        ),
     }
     volumes = [
         secret_volume("pki", api_server_secret_name(names)),

@@ -254,54 +254,43 @@ class ProjectStack:
         with self.log_file.open("a") as handle:
             handle.write(line + "\n")
 
-    def up(self, **options: Any) -> Operation:
-        started = time.monotonic()
-        self.log(f"pulumi up ({self.name}) ...")
-        try:
-            steps = StepRecorder()
-            result = self.stack.up(
-                on_output=self._on_output, on_event=steps, color="never", **options
-            )
-        except auto.CommandError as error:
-            raise EngineError("pulumi up", error, self.log_file) from None
-        seconds = time.monotonic() - started
-        changes = {
-            _op_name(kind): count for kind, count in (result.summary.resource_changes or {}).items()
+    def _run(self, kind: str, **options: Any) -> tuple[Any, float, dict[str, str]]:
+        """One `pulumi <kind>` through the Automation API: its result, seconds and steps."""
+        run: dict[str, Callable[..., Any]] = {
+            "up": self.stack.up,
+            "preview": self.stack.preview,
+            "destroy": self.stack.destroy,
         }
-        self.log(f"pulumi up ({self.name}): {changes} in {seconds:.1f}s")
+        started = time.monotonic()
+        self.log(f"pulumi {kind} ({self.name}) ...")
+        steps = StepRecorder()
+        try:
+            result = run[kind](on_output=self._on_output, on_event=steps, color="never", **options)
+        except auto.CommandError as error:
+            raise EngineError(f"pulumi {kind}", error, self.log_file) from None
+        return result, time.monotonic() - started, steps.steps
+
+    def _finish(
+        self, kind: str, seconds: float, counts: Mapping[Any, int], **fields: Any
+    ) -> Operation:
+        changes = {_op_name(op): count for op, count in counts.items()}
+        self.log(f"pulumi {kind} ({self.name}): {changes} in {seconds:.1f}s")
+        return Operation(kind, seconds, changes, **fields)
+
+    def up(self, **options: Any) -> Operation:
+        result, seconds, steps = self._run("up", **options)
         outputs = {name: value.value for name, value in result.outputs.items()}
-        return Operation("up", seconds, changes, outputs, steps.steps)
+        counts = result.summary.resource_changes or {}
+        return self._finish("up", seconds, counts, outputs=outputs, steps=steps)
 
     def preview(self, **options: Any) -> Operation:
-        started = time.monotonic()
-        try:
-            steps = StepRecorder()
-            result = self.stack.preview(
-                on_output=self._on_output, on_event=steps, color="never", **options
-            )
-        except auto.CommandError as error:
-            raise EngineError("pulumi preview", error, self.log_file) from None
-        seconds = time.monotonic() - started
-        changes = {_op_name(kind): count for kind, count in (result.change_summary or {}).items()}
-        self.log(f"pulumi preview ({self.name}): {changes} in {seconds:.1f}s")
-        return Operation("preview", seconds, changes, steps=steps.steps)
+        result, seconds, steps = self._run("preview", **options)
+        return self._finish("preview", seconds, result.change_summary or {}, steps=steps)
 
     def destroy(self, **options: Any) -> Operation:
-        started = time.monotonic()
-        self.log(f"pulumi destroy ({self.name}) ...")
-        try:
-            steps = StepRecorder()
-            result = self.stack.destroy(
-                on_output=self._on_output, on_event=steps, color="never", **options
-            )
-        except auto.CommandError as error:
-            raise EngineError("pulumi destroy", error, self.log_file) from None
-        seconds = time.monotonic() - started
-        changes = {
-            _op_name(kind): count for kind, count in (result.summary.resource_changes or {}).items()
-        }
-        self.log(f"pulumi destroy ({self.name}): {changes} in {seconds:.1f}s")
-        return Operation("destroy", seconds, changes, steps=steps.steps)
+        result, seconds, steps = self._run("destroy", **options)
+        counts = result.summary.resource_changes or {}
+        return self._finish("destroy", seconds, counts, steps=steps)
 
     def process_env(self) -> dict[str, str]:
         return {**os.environ, **self.env}

@@ -24,6 +24,8 @@ class LoadReport:
     failed: int = 0
     seconds: float = 0.0
     errors: Counter[str] = field(default_factory=Counter)
+    # When the first failures happened, in seconds since the load started, and why.
+    first_failures: list[tuple[float, str]] = field(default_factory=list)
 
     def as_figure(self) -> dict[str, Any]:
         figure: dict[str, Any] = {
@@ -33,6 +35,9 @@ class LoadReport:
         }
         if self.errors:
             figure["errors"] = dict(self.errors.most_common(5))
+            figure["first failures (s, why)"] = [
+                [round(at, 2), why] for at, why in self.first_failures
+            ]
         return figure
 
 
@@ -53,8 +58,42 @@ def request_once(url: str, context: ssl.SSLContext, timeout: float) -> str | Non
         connection.close()
 
 
-class RequestLoad:
+class _Poller:
+    """A daemon thread that runs `_run` between `with` entry and exit; `_stop` ends it."""
+
+    name = "poller"
+
+    def __init__(self, join_timeout: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._join_timeout = join_timeout
+        self._started = 0.0
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _start(self) -> None:
+        self._started = time.monotonic()
+        self._thread.start()
+
+    def _end(self) -> float:
+        self._stop.set()
+        self._thread.join(timeout=self._join_timeout)
+        return time.monotonic() - self._started
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._end()
+
+
+class RequestLoad(_Poller):
     """`with RequestLoad(url, context) as load: ...` then `load.report`."""
+
+    name = "request-load"
 
     def __init__(
         self,
@@ -64,14 +103,12 @@ class RequestLoad:
         interval: float = 0.05,
         timeout: float = 10.0,
     ) -> None:
+        super().__init__(join_timeout=timeout + 5)
         self.url = url
         self.context = context
         self.interval = interval
         self.timeout = timeout
         self.report = LoadReport()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="request-load", daemon=True)
-        self._started = 0.0
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -80,6 +117,9 @@ class RequestLoad:
             if error is not None:
                 self.report.failed += 1
                 self.report.errors[error] += 1
+                if len(self.report.first_failures) < 5:
+                    at = time.monotonic() - self._started
+                    self.report.first_failures.append((at, f"{time.strftime('%H:%M:%S')} {error}"))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> RequestLoad:
@@ -87,8 +127,7 @@ class RequestLoad:
         error = request_once(self.url, self.context, self.timeout)
         if error is not None:
             raise AssertionError(f"{self.url} does not answer before the update: {error}")
-        self._started = time.monotonic()
-        self._thread.start()
+        self._start()
         return self
 
     def __exit__(
@@ -97,24 +136,22 @@ class RequestLoad:
         value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self.timeout + 5)
-        self.report.seconds = time.monotonic() - self._started
+        self.report.seconds = self._end()
 
 
-class FirstAnswer:
+class FirstAnswer(_Poller):
     """Times how long after its start a URL first answers 200 (polling, for a figure only).
 
     Used while `pulumi up` creates the cluster, before its CA exists: the poll does not verify
     the server, and nothing is sent but an anonymous GET of a health endpoint."""
 
+    name = "first-answer"
+
     def __init__(self, url: str, interval: float = 0.5) -> None:
+        super().__init__(join_timeout=5)
         self.url = url
         self.interval = interval
         self.seconds: float | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="first-answer", daemon=True)
-        self._started = 0.0
 
     def _run(self) -> None:
         context = ssl.create_default_context()
@@ -127,15 +164,5 @@ class FirstAnswer:
             self._stop.wait(self.interval)
 
     def __enter__(self) -> FirstAnswer:
-        self._started = time.monotonic()
-        self._thread.start()
+        self._start()
         return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)

@@ -5,7 +5,9 @@
 
 Run inside the rig's network namespace (the Makefile does it through hack/e2e.sh). The stack is
 deployed as the rig's tenant user, who holds only the `admin` role in the tenant namespace.
-`python -m tests.e2e.local pulumi ARGS...` runs the real CLI on that stack (hack/pulumi.sh).
+`python -m tests.e2e.local pulumi ARGS...` runs the real CLI on that stack (hack/pulumi.sh), for
+commands that do not run the program: `pulumi-language-python` cannot be built here, so the
+program runs only inline (`make up`, `make down`).
 """
 
 from __future__ import annotations
@@ -57,8 +59,9 @@ The rig runs in its own network namespace, so reach it from there:
   hack/pulumi.sh stack output kubeconfig --show-secrets > kubeconfig
   hack/infra.sh exec kubectl --kubeconfig kubeconfig get namespaces
 
-hack/pulumi.sh runs the real Pulumi CLI on this stack ({stack.project_dir}); `make down`
-destroys it and stops the rig."""
+hack/pulumi.sh is the real Pulumi CLI on this stack ({stack.project_dir}), for what does not
+run the program (stack output, stack history, config); `make up` again runs `pulumi up`,
+`make down` runs `pulumi destroy` and stops the rig."""
     )
 
 

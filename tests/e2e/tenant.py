@@ -136,6 +136,23 @@ def expected_pod_count(config: dict[str, str]) -> int:
     return sum(int(config.get(key, DEFAULTS[key])) for key in keys)
 
 
+def component_pods(infra: InfraCluster, component: str) -> list[dict[str, Any]]:
+    """The tenant's pods of one component (its app.kubernetes.io/name), terminating ones too."""
+    return infra.kubectl_json(
+        "get",
+        "pods",
+        "-n",
+        infra.namespace,
+        "-l",
+        f"app.kubernetes.io/name={component}",
+        tenant=True,
+    )["items"]
+
+
+def is_terminating(pod: dict[str, Any]) -> bool:
+    return pod["metadata"].get("deletionTimestamp") is not None
+
+
 def all_pods_ready(infra: InfraCluster, count: int) -> bool:
     """`count` pods, all Ready; pods on their way out (scaled down, rolled) are not counted."""
     current = [p for p in pods(infra) if p["metadata"].get("deletionTimestamp") is None]
@@ -215,6 +232,16 @@ def under_load(
     entry.update({name: load.report.as_figure() for name, load in loads.items()})
 
 
-def assert_no_failed_requests(loads: dict[str, RequestLoad], figure: str) -> None:
-    for name, load in loads.items():
-        assert load.report.failed == 0, f"{figure}, {name}: {load.report.as_figure()}"
+def assert_no_failed_requests(
+    loads: dict[str, RequestLoad], figure: str, infra: InfraCluster | None = None
+) -> None:
+    failed = {name: load.report.as_figure() for name, load in loads.items() if load.report.failed}
+    if failed and infra is not None:
+        # What the kubelet saw meanwhile: readiness changes explain most refused connections.
+        kubelet_log = infra.settings.logs_dir / "kubelet.log"
+        probes = [
+            line for line in kubelet_log.read_text().splitlines() if "SyncLoop (probe)" in line
+        ]
+        print("\n".join(probes[-40:]))
+        print(describe_pods(infra))
+    assert not failed, f"{figure}: {failed}"

@@ -22,7 +22,10 @@ from tests.e2e.tenant import (
     FIGURES,
     Tenant,
     all_pods_ready,
+    assert_no_failed_requests,
+    component_pods,
     expected_pod_count,
+    is_terminating,
     pods,
     under_load,
     wait_for,
@@ -67,8 +70,7 @@ def measured_update(
     }
     replaced = operation.named("replace") & DURABLE
     assert not replaced, f"{figure} replaced {sorted(replaced)}"
-    for name, load in loads.items():
-        assert load.report.failed == 0, f"{figure}, {name}: {load.report.as_figure()}"
+    assert_no_failed_requests(loads, figure, tenant.infra)
     if settles:
         preview = tenant.stack.preview()
         assert preview.changed == {}, f"after {figure}: {preview.steps}"
@@ -76,12 +78,7 @@ def measured_update(
 
 
 def _count(tenant: Tenant, component: str) -> int:
-    return sum(
-        1
-        for pod in pods(tenant.infra)
-        if pod["metadata"]["labels"].get("app.kubernetes.io/name") == component
-        and pod["metadata"].get("deletionTimestamp") is None
-    )
+    return sum(1 for pod in component_pods(tenant.infra, component) if not is_terminating(pod))
 
 
 def test_replicas_up_and_down(tenant: Tenant) -> None:
@@ -149,8 +146,7 @@ def test_renewal_issues_every_leaf_and_rolls_every_pod(tenant: Tenant) -> None:
     restored.pop("certificateRenewalHours")
     with under_load(tenant, "renewal window back to the default") as loads:
         operation = tenant.update(restored)
-    for name, load in loads.items():
-        assert load.report.failed == 0, f"restore, {name}: {load.report.as_figure()}"
+    assert_no_failed_requests(loads, "restore", tenant.infra)
     assert not operation.named("replace") & DURABLE
     assert tenant.stack.preview().changed == {}
 

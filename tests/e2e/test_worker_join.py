@@ -52,6 +52,8 @@ from tests.e2e.tenant import (
     NODE_PORT,
     Tenant,
     assert_no_failed_requests,
+    component_pods,
+    is_terminating,
     stack_config,
     under_load,
     wait_for,
@@ -742,6 +744,38 @@ def _iptables(action: str, rule: list[str]) -> int:
     return subprocess.run(["iptables", action, *rule], capture_output=True, check=False).returncode
 
 
+def every_proxy_server_holds_an_agent(infra: InfraCluster) -> bool:
+    """The proxy-server's /readyz answers 200 once an agent holds a tunnel to it; a request
+    through an apiserver whose server has none fails ("No agent available")."""
+    for pod in component_pods(infra, "kube-apiserver"):
+        if is_terminating(pod):
+            continue
+        url = f"http://{pod['status'].get('podIP')}:{konnectivity.HEALTH_PORT}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status != 200:
+                    return False
+        except OSError:
+            return False
+    return True
+
+
+def _wait_for_the_tunnels(infra: InfraCluster, access: TenantAccess) -> None:
+    """What a user waits for after konnectivity changes: every apiserver's proxy-server holds
+    an agent, then `kubectl logs` of the idle pod goes through."""
+    wait_for(
+        "every apiserver's proxy-server to hold an agent",
+        lambda: every_proxy_server_holds_an_agent(infra),
+        timeout=120,
+    )
+
+    def logs_work() -> bool:
+        logs = access.kubectl("logs", "tunnel-proof", "-n", NAMESPACE, check=False)
+        return logs.returncode == 0
+
+    wait_for("kubectl logs through the tunnel", logs_work, timeout=120, interval=2)
+
+
 def test_logs_and_exec_go_through_konnectivity_when_the_node_is_unreachable(
     tenant: Tenant, tenant_access: TenantAccess, worker: Worker, client_namespace: str
 ) -> None:
@@ -764,18 +798,9 @@ def test_logs_and_exec_go_through_konnectivity_when_the_node_is_unreachable(
         figure = "konnectivity on"
         with under_load(tenant, figure) as loads:
             tenant.update(config, figure=f"pulumi up: {figure}")
-        assert_no_failed_requests(loads, figure)
-        listed = infra.kubectl_json(
-            "get",
-            "pods",
-            "-n",
-            infra.namespace,
-            "-l",
-            "app.kubernetes.io/name=kube-apiserver",
-            tenant=True,
-        )["items"]
+        assert_no_failed_requests(loads, figure, tenant.infra)
         # `pulumi up` waited for the rollout: every apiserver runs the proxy-server.
-        listed = [p for p in listed if p["metadata"].get("deletionTimestamp") is None]
+        listed = [p for p in component_pods(infra, "kube-apiserver") if not is_terminating(p)]
         assert len(listed) == 2 and all(len(p["spec"]["containers"]) == 2 for p in listed)
 
         def agent_ready_on_the_worker() -> bool:
@@ -786,35 +811,7 @@ def test_logs_and_exec_go_through_konnectivity_when_the_node_is_unreachable(
 
         wait_for("the konnectivity agent on the worker", agent_ready_on_the_worker, timeout=180)
 
-        def every_proxy_server_holds_an_agent() -> bool:
-            # The proxy-server's /readyz answers 200 once an agent holds a tunnel to it; a
-            # request through an apiserver whose server has none fails ("No agent available").
-            for pod in listed:
-                url = f"http://{pod['status']['podIP']}:{konnectivity.HEALTH_PORT}/readyz"
-                try:
-                    with urllib.request.urlopen(url, timeout=5) as response:
-                        if response.status != 200:
-                            return False
-                except OSError:
-                    return False
-            return True
-
-        wait_for(
-            "every apiserver's proxy-server to hold an agent",
-            every_proxy_server_holds_an_agent,
-            timeout=120,
-        )
-
-        def logs_work() -> bool:
-            return (
-                tenant_access.kubectl(
-                    "logs", "tunnel-proof", "-n", NAMESPACE, check=False
-                ).returncode
-                == 0
-            )
-
-        # The agent keeps connecting until it holds a tunnel to every apiserver.
-        wait_for("kubectl logs through the tunnel", logs_work, timeout=120, interval=2)
+        _wait_for_the_tunnels(infra, tenant_access)
         FIGURES["konnectivity on to logs through the tunnel (s)"] = round(
             time.monotonic() - started, 1
         )
@@ -835,5 +832,33 @@ def test_logs_and_exec_go_through_konnectivity_when_the_node_is_unreachable(
         assert json.loads(exec_result.stdout)["clientVersion"]["gitVersion"] == "v1.37.2"
         # The cut is still in place: the kubelet was reached through the agent only.
         assert _iptables("-C", cut_rule) == 0
+    finally:
+        _iptables("-D", cut_rule)
+
+
+def test_renewal_keeps_logs_going_through_konnectivity(
+    tenant: Tenant, tenant_access: TenantAccess, worker: Worker, client_namespace: str
+) -> None:
+    """Every leaf due at once with konnectivity on: the proxy-server's client certificate and
+    the apiserver's serving certificate (which the agents trust) are issued anew, the apiservers
+    roll, the agents reconnect, and logs go through the tunnel again while the kubelet is still
+    cut off from the apiservers. The API is measured under load meanwhile."""
+    infra = tenant.infra
+    cut_rule = _kubelet_cut_rule(worker)
+    assert _iptables("-I", cut_rule) == 0
+    try:
+        validity = tenant.config.get("certificateValidityHours", "8760")
+        figure = "every leaf renewed, konnectivity on"
+        with under_load(tenant, figure) as loads:
+            tenant.update({**tenant.config, "certificateRenewalHours": validity})
+        assert_no_failed_requests(loads, figure, tenant.infra)
+        started = time.monotonic()
+        _wait_for_the_tunnels(infra, tenant_access)
+        FIGURES["renewal to logs through the tunnel again (s)"] = round(
+            time.monotonic() - started, 1
+        )
+        assert _iptables("-C", cut_rule) == 0
+        restored = {k: v for k, v in tenant.config.items() if k != "certificateRenewalHours"}
+        tenant.update(restored)
     finally:
         _iptables("-D", cut_rule)

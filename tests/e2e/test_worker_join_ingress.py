@@ -31,6 +31,8 @@ from tests.e2e.tenant import (
     CLUSTER,
     Tenant,
     assert_no_failed_requests,
+    component_pods,
+    is_terminating,
     stack_config,
     under_load,
     wait_for,
@@ -67,13 +69,13 @@ def ingress_access(tenant: Tenant) -> TenantAccess:
         figure = "konnectivity off"
         with under_load(tenant, figure) as loads:
             tenant.update({**tenant.config, "konnectivity": "false"}, figure=f"pulumi up: {figure}")
-        assert_no_failed_requests(loads, figure)
+        assert_no_failed_requests(loads, figure, tenant.infra)
     config = ingress_config(infra)
     # The NodePort goes away by design: the client goes through the apiservers' own Service.
     figure = "exposure nodePort to ingress"
     with under_load(tenant, figure, through_endpoint=False) as loads:
         switched = tenant.update(config, figure=f"pulumi up: {figure}")
-    assert_no_failed_requests(loads, figure)
+    assert_no_failed_requests(loads, figure, tenant.infra)
     # The tenant's objects stay: the provider keeps its cluster identity.
     assert f"{CLUSTER}-tenant" not in switched.named("replace")
     assert not {name for name in switched.named("replace") if "node-join" in name}
@@ -93,16 +95,7 @@ def ingress_access(tenant: Tenant) -> TenantAccess:
     started = time.monotonic()
 
     def old_apiservers_gone() -> bool:
-        listed = infra.kubectl_json(
-            "get",
-            "pods",
-            "-n",
-            infra.namespace,
-            "-l",
-            "app.kubernetes.io/name=kube-apiserver",
-            tenant=True,
-        )["items"]
-        return not any(p["metadata"].get("deletionTimestamp") for p in listed)
+        return not any(is_terminating(p) for p in component_pods(infra, "kube-apiserver"))
 
     wait_for("the old apiservers to finish draining", old_apiservers_gone, timeout=120)
     FIGURES["exposure change: old apiservers drained after pulumi up (s)"] = round(
@@ -226,15 +219,54 @@ def test_restricted_pod_reaches_kubernetes_default_by_name_and_by_cluster_ip(
 ) -> None:
     """Through the worker's proxy, the ingress and the apiserver: by the service name (TLS
     server name kubernetes.default.svc.cluster.local, via CoreDNS) and as client-go's
-    in-cluster config dials it (the ClusterIP from KUBERNETES_SERVICE_HOST, no server name).
-    Then `kubectl logs` of the pod (apiserver to kubelet)."""
-    access = ingress_access
+    in-cluster config dials it (the ClusterIP from KUBERNETES_SERVICE_HOST, no server name)."""
     wait_for(
         "the proxy on the worker",
-        lambda: _proxy_pod_on(access, NODE_NAME),
+        lambda: _proxy_pod_on(ingress_access, NODE_NAME),
         timeout=180,
     )
-    name = "ingress-client"
+    _in_cluster_clients_list_objects(ingress_access, "ingress-client")
+
+
+def test_renewal_rolls_the_proxy_and_in_cluster_clients_keep_working(
+    tenant: Tenant, ingress_access: TenantAccess, ingress_worker: Worker, ingress_clients: str
+) -> None:
+    """Every leaf due at once (certificateRenewalHours = certificateValidityHours): the proxy's
+    certificate is issued anew, its DaemonSet rolls (checksum annotation), and in-cluster
+    clients work through the new proxy. The API is measured under load meanwhile."""
+    access = ingress_access
+    before = _proxy_pod_on(access, NODE_NAME)
+    assert before is not None
+    secret_before = _proxy_certificate(access)
+    validity = tenant.config.get("certificateValidityHours", "8760")
+    figure = "every leaf renewed, ingress exposure (node-local proxy)"
+    with under_load(tenant, figure) as loads:
+        tenant.update({**tenant.config, "certificateRenewalHours": validity})
+    assert_no_failed_requests(loads, figure, tenant.infra)
+    assert _proxy_certificate(access) != secret_before
+
+    def rolled() -> dict[str, Any] | None:
+        pod = _proxy_pod_on(access, NODE_NAME)
+        return pod if pod and pod["metadata"]["uid"] != before["metadata"]["uid"] else None
+
+    wait_for("a new proxy pod on the worker", rolled, timeout=180)
+    _in_cluster_clients_list_objects(access, "ingress-client-renewed")
+    restored = {
+        key: value for key, value in tenant.config.items() if key != "certificateRenewalHours"
+    }
+    tenant.update(restored)
+
+
+def _proxy_certificate(access: TenantAccess) -> str:
+    secret = access.kubectl_json(
+        "get", "secret", in_cluster_api.PROXY, "-n", in_cluster_api.NAMESPACE
+    )
+    return str(secret["data"]["tls.crt"])
+
+
+def _in_cluster_clients_list_objects(access: TenantAccess, name: str) -> None:
+    """A restricted pod on the worker lists objects through `kubernetes.default`, by name and
+    by ClusterIP."""
     pod = _client_pod(
         name,
         NODE_NAME,

@@ -72,7 +72,7 @@ def test_apiserver_flags() -> None:
     # Every mode: the pod IPs mean nothing on tenant nodes (components/in_cluster_api).
     assert f["endpoint-reconciler-type"] == "none"
     # Rollouts: keep serving while Services and the ingress drop the pod, then ask to retry.
-    assert f["shutdown-delay-duration"] == "10s"
+    assert f["shutdown-delay-duration"] == "15s"
     assert f["shutdown-send-retry-after"] == "true"
     # Removed from kube-apiserver in 1.33: passing them makes it exit.
     assert "cloud-provider" not in f and "cloud-config" not in f
@@ -240,3 +240,18 @@ def test_kubeconfig_builder() -> None:
         build_kubeconfig(
             cluster_name="c", server="s", ca_cert_pem="CA", user="u", client_cert_pem="C"
         )
+
+
+def test_a_terminating_apiserver_leaves_load_balancers_before_it_stops_listening() -> None:
+    """Ingress controllers route to a terminating pod while it is still `serving`: readiness
+    must fail well inside --shutdown-delay-duration (with time for a controller to reload)."""
+    from components import apiserver
+
+    settings, names = setup()
+    spec = apiserver.api_server_deployment_spec(settings, names)
+    container = spec["template"]["spec"]["containers"][0]
+    probe = container["readinessProbe"]
+    detection = probe["periodSeconds"] * probe["failureThreshold"]
+    delay = int(flags(container["command"])["shutdown-delay-duration"].removesuffix("s"))
+    assert detection + 10 <= delay
+    assert delay < spec["template"]["spec"].get("terminationGracePeriodSeconds", 30)
