@@ -255,6 +255,19 @@ def kubernetes_service_patch() -> Manifest:
     }
 
 
+def handed_over_when_deleted(suffix: str, opts: pulumi.ResourceOptions) -> pulumi.ResourceOptions:
+    """The `kubernetes` Endpoints object is let go, not deleted, when it leaves the program.
+
+    On a switch to ingress exposure the Service gets a selector, and the endpoints controller
+    takes over the object of that fixed name and recreates it the moment it is deleted, so a
+    delete would never finish (pulumi-kubernetes waits for the object to be gone). The
+    EndpointSlice is deleted as usual: the controller keeps its own slices under other names.
+    """
+    if suffix != "endpoints":
+        return opts
+    return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(retain_on_delete=True))
+
+
 class InClusterApi(pulumi.ComponentResource):
     def __init__(
         self,
@@ -289,7 +302,7 @@ class InClusterApi(pulumi.ComponentResource):
             ]
             outputs = {"proxy": f"{NAMESPACE}/{PROXY}"}
         for suffix, manifest in objects:
-            create_object(f"{name}-{suffix}", manifest, tenant)
+            create_object(f"{name}-{suffix}", manifest, handed_over_when_deleted(suffix, tenant))
         if settings.node_api_address is None:
             create_patch(f"{name}-service-patch", kubernetes_service_patch(), tenant)
         self.register_outputs(outputs)

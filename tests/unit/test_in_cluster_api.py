@@ -128,3 +128,16 @@ def test_nodes_reaching_the_api_by_address_get_endpoints_and_no_proxy() -> None:
     assert ("EndpointSlice", "kubernetes") in tenant
     assert not [key for key in tenant if key[1] == "kubernetes-api-proxy"]
     assert ("Service", "kubernetes") not in tenant
+
+
+def test_the_kubernetes_endpoints_are_let_go_and_the_slice_deleted() -> None:
+    """The endpoints controller recreates `default/kubernetes` at once after a switch to
+    ingress: deleting it would never finish, so Pulumi lets go of it."""
+    import pulumi
+
+    from components.in_cluster_api import handed_over_when_deleted
+
+    base = pulumi.ResourceOptions()
+    assert handed_over_when_deleted("endpoints", base).retain_on_delete is True
+    assert not handed_over_when_deleted("endpointslice", base).retain_on_delete
+    assert not handed_over_when_deleted("proxy-daemonset", base).retain_on_delete
