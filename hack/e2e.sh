@@ -75,5 +75,7 @@ trap cleanup EXIT
 
 cd "$REPO"
 status=0
-ip netns exec "$NETNS" env RIG_NETNS="$NETNS" "$@" || status=$?
+# GRPC_ENABLE_FORK_SUPPORT=false: the test process runs the Pulumi engine's gRPC and forks the
+# rig's processes (see tests/e2e/conftest.py).
+ip netns exec "$NETNS" env RIG_NETNS="$NETNS" GRPC_ENABLE_FORK_SUPPORT=false "$@" || status=$?
 exit "$status"

@@ -17,6 +17,13 @@ from pathlib import Path
 
 import pytest
 
+# This process runs the Pulumi engine's gRPC (the Automation API) and also starts the rig's
+# processes with a pre-exec hook. With gRPC's fork support on, its event engine restarts its
+# poller threads in the forked child, which the child's closing of file descriptors then kills
+# (seen: "epoll_wait error: Bad file descriptor", SIGABRT before coredns could exec). Set before
+# gRPC is first imported; hack/e2e.sh sets it too.
+os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
+
 # tests/e2e has no __init__.py, so pytest puts only this directory on sys.path; the rig is
 # imported as tests.e2e.infra from the repository root.
 REPO_ROOT = Path(__file__).resolve().parents[2]
