@@ -97,7 +97,6 @@ def audit_policy() -> str:
 # serving after SIGTERM (the pod's default grace period, 30 s, covers the delay and the drain).
 READINESS_PERIOD_SECONDS = 2
 READINESS_FAILURES = 2
-READINESS_DETECTION_SECONDS = READINESS_PERIOD_SECONDS * READINESS_FAILURES
 SHUTDOWN_DELAY_SECONDS = 15
 
 
@@ -141,7 +140,7 @@ def api_server_command(settings: ControlPlaneSettings, names: ObjectNames) -> li
         "--profiling=false",
         # A rollout drops no request: a terminating apiserver keeps serving while the Service,
         # NodePort and ingress drop it, then answers 429 with Retry-After (client-go retries).
-        # The delay outlasts the readiness probe's detection (READINESS_DETECTION_SECONDS) plus
+        # The delay outlasts the readiness probe's detection (period x failures) plus
         # the time an ingress controller takes to reload: ingress controllers still route new
         # connections to a terminating pod until its readiness fails (endpoint `serving`).
         f"--shutdown-delay-duration={SHUTDOWN_DELAY_SECONDS}s",
