@@ -1,5 +1,7 @@
 """k8s-on-k8s: a Kubernetes control plane in one namespace of an infrastructure cluster."""
 
+import datetime
+
 import pulumi
 import pulumi_kubernetes as k8s
 
@@ -7,11 +9,20 @@ from components.config import load_settings
 from components.controlplane import ControlPlane
 from components.fixed_settings import OUTPUT_NAME as FIXED_SETTINGS_OUTPUT
 from components.fixed_settings import check_fixed_settings
+from components.last_deployment import last_deployed_outputs
+from components.node_join import TOKEN_EXPIRATION_OUTPUT, bootstrap_token_expiration
 
 # Validation happens here, before the first resource is registered: the config itself, then
 # what may not change against this stack's last deployment.
 settings, infra = load_settings()
-fixed_settings = check_fixed_settings(settings)
+last_deployed = last_deployed_outputs(FIXED_SETTINGS_OUTPUT, TOKEN_EXPIRATION_OUTPUT)
+fixed_settings = check_fixed_settings(settings, last_deployed.get(FIXED_SETTINGS_OUTPUT))
+# The node bootstrap token: kept while more than half its lifetime is left, else issued anew.
+token_expiration = bootstrap_token_expiration(
+    last_deployed.get(TOKEN_EXPIRATION_OUTPUT),
+    datetime.datetime.now(datetime.UTC),
+    settings.bootstrap_token_ttl_seconds,
+)
 
 # One explicit provider for the infrastructure cluster, chosen the standard pulumi-kubernetes
 # way (kubernetes:kubeconfig / kubernetes:context, else the ambient kubeconfig).
@@ -26,7 +37,9 @@ infra_provider = k8s.Provider(
     enable_secret_mutable=True,
     enable_config_map_mutable=True,
 )
-control_plane = ControlPlane(settings.cluster_name, settings, infra_provider)
+control_plane = ControlPlane(
+    settings.cluster_name, settings, infra_provider, token_expiration=token_expiration
+)
 
 pulumi.export("endpoint", control_plane.endpoint)
 pulumi.export("kubeconfig", control_plane.kubeconfig)
@@ -35,5 +48,7 @@ pulumi.export("namespace", control_plane.namespace)
 pulumi.export("kubernetesVersion", control_plane.kubernetes_version)
 pulumi.export("joinCommand", control_plane.join_command)
 pulumi.export("bootstrapKubeconfig", control_plane.bootstrap_kubeconfig)
-# Read back by the next `pulumi up` (components/fixed_settings.py).
+# Read back by the next `pulumi up` (components/last_deployment.py). The expiry is empty when
+# tokens never expire.
 pulumi.export(FIXED_SETTINGS_OUTPUT, fixed_settings)
+pulumi.export(TOKEN_EXPIRATION_OUTPUT, token_expiration or "")

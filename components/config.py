@@ -7,7 +7,6 @@ every rule is tested without the Pulumi runtime. `load_settings` is the only pla
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
@@ -55,8 +54,9 @@ DEFAULTS: dict[str, str] = {
     "schedulerCpuRequest": "50m",
     "schedulerMemoryRequest": "64Mi",
     "apiAdvertiseAddress": "",
-    "apiProxyImage": "haproxy:2.6",
-    "bootstrapTokenExpiration": "",
+    "apiProxyImage": "haproxy:3.2-alpine",
+    "apiProxyAddress": "172.20.0.1",
+    "bootstrapTokenTtl": "24h",
     "certificateValidityHours": "8760",
     "certificateRenewalHours": "720",
     "coreDns": "true",
@@ -140,9 +140,12 @@ class ControlPlaneSettings:
     # where the exposure gives no such address (ingress: SNI routing needs a host name).
     node_api_address: str | None
     node_api_port: int
-    # The node-local proxy behind `kubernetes.default` where node_api_address is None.
+    # The node-local proxy behind `kubernetes.default` where node_api_address is None: its
+    # image, and the address it listens at on every node (the Service's endpoint).
     api_proxy_image: str
-    bootstrap_token_expiration: str | None  # RFC 3339; None: the token never expires
+    api_proxy_address: str
+    # Lifetime of a node bootstrap token (kubeadm's --ttl); 0: tokens never expire.
+    bootstrap_token_ttl_seconds: int
     core_dns: bool
     kube_proxy: bool
     konnectivity: bool
@@ -221,15 +224,16 @@ class _Collector:
         return parsed
 
 
-def _rfc3339(value: str) -> bool:
-    """A full date-time with an explicit offset, as the bootstrap token Secret needs it."""
-    if not re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$", value):
-        return False
-    try:
-        datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return True
+def _duration_seconds(value: str) -> int | None:
+    """A Go-style duration of hours, minutes and seconds ("24h", "1h30m", "90s"), or "0"."""
+    if value == "0":
+        return 0
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", value)
+    if not value or match is None:
+        return None
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    return total if total > 0 else None
 
 
 def _empty_or(accepts: Callable[[str], bool]) -> Callable[[str], str | None]:
@@ -253,6 +257,13 @@ def _dns_label(max_length: int) -> Callable[[str], str | None]:
 
 def _quantity(value: str) -> str | None:
     return value if quantity_is_positive(value) else None
+
+
+def _endpoint_ip(value: str) -> str | None:
+    """An address the apiserver takes as an endpoint (it refuses these special ranges)."""
+    ip = ipaddress.ip_address(value)
+    special = ip.is_unspecified or ip.is_loopback or ip.is_link_local or ip.is_multicast
+    return None if special else str(ip)
 
 
 def _network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
@@ -282,7 +293,7 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
     api_proxy_image = c.check(
         "apiProxyImage",
         lambda value: value if _IMAGE.match(value) and _has_tag_or_digest(value) else None,
-        "an image reference with a tag or digest, such as haproxy:2.6",
+        "an image reference with a tag or digest, such as haproxy:3.2-alpine",
         "x",
     )
     release = c.check(
@@ -345,6 +356,16 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
     pod_cidr = c.check("podCidr", _network, "a CIDR such as 10.244.0.0/16 (host bits zero)", None)
     if service_cidr is not None and pod_cidr is not None and service_cidr.overlaps(pod_cidr):
         c.fail("podCidr", f"a range that does not overlap serviceCidr {service_cidr}")
+    api_proxy_address = c.check(
+        "apiProxyAddress",
+        _endpoint_ip,
+        "an IP address that is not unspecified, loopback, link-local or multicast (Kubernetes "
+        "refuses those as endpoints), such as 172.20.0.1",
+        "",
+    )
+    for key, network in (("serviceCidr", service_cidr), ("podCidr", pod_cidr)):
+        if api_proxy_address and network and ipaddress.ip_address(api_proxy_address) in network:
+            c.fail("apiProxyAddress", f"an address outside {key} {network}")
     cluster_domain = c.check(
         "clusterDomain",
         lambda value: value if is_dns_name(value) else None,
@@ -405,11 +426,12 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
     )
     core_dns = boolean("coreDns")
     kube_proxy = boolean("kubeProxy")
-    token_expiration = c.check(
-        "bootstrapTokenExpiration",
-        _empty_or(_rfc3339),
-        "empty (the token never expires) or an RFC 3339 time such as 2030-01-31T00:00:00Z",
-        "",
+    token_ttl = c.check(
+        "bootstrapTokenTtl",
+        _duration_seconds,
+        "a duration such as 24h, 1h30m or 90s (hours, minutes, seconds), or 0 for tokens that "
+        "never expire",
+        0,
     )
 
     advertise = c.check(
@@ -483,7 +505,8 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
             node_port if mode == "nodePort" else 6443 if mode == "loadBalancer" else 443
         ),
         api_proxy_image=api_proxy_image,
-        bootstrap_token_expiration=token_expiration or None,
+        api_proxy_address=api_proxy_address,
+        bootstrap_token_ttl_seconds=token_ttl,
         core_dns=core_dns,
         kube_proxy=kube_proxy,
         konnectivity=konnectivity,

@@ -33,7 +33,11 @@ class ControlPlane(pulumi.ComponentResource):
         settings: ControlPlaneSettings,
         provider: pulumi.ProviderResource,
         opts: pulumi.ResourceOptions | None = None,
+        *,
+        token_expiration: str | None = None,
     ) -> None:
+        """`token_expiration`: when the node bootstrap token expires (RFC 3339; None: never),
+        decided at the edge from the last deployment (node_join.bootstrap_token_expiration)."""
         super().__init__("k8s-on-k8s:index:ControlPlane", name, None, opts)
         names = ObjectNames(
             cluster=settings.cluster_name,
@@ -113,6 +117,7 @@ class ControlPlane(pulumi.ComponentResource):
             self.endpoint,
             self.tenant_provider,
             opts=in_tenant,
+            token_expiration=token_expiration,
         )
         self.join_command = node_join.join_command
         self.bootstrap_kubeconfig = node_join.bootstrap_kubeconfig

@@ -1,7 +1,8 @@
 """Settings that are fixed once the cluster exists, and the refusal of a change to them.
 
 The current values come from the stack's own last outputs (`fixedSettings`, exported by every
-`pulumi up`): what this stack last deployed, read before anything is registered. A stack that
+`pulumi up`, read by components/last_deployment.py): what this stack last deployed, read before
+anything is registered. A stack that
 has never been deployed, or has been destroyed, has none, so anything goes. Refusals name the
 key, the current and the requested value, and the safe path.
 """
@@ -9,6 +10,7 @@ key, the current and the requested value, and the safe path.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from components.config import PROJECT, ControlPlaneSettings
 from components.versions import minor_of
@@ -97,25 +99,21 @@ def refused_changes(previous: Mapping[str, str] | None, requested: Mapping[str, 
     return refusals
 
 
-def last_deployed_fixed_settings() -> dict[str, str] | None:
-    """The `fixedSettings` output of this stack's last `pulumi up` (None before the first or
-    after a destroy), read through a reference to the stack itself. Waits for the answer, so
-    nothing is registered before the check (a stack reference is a read, it changes nothing)."""
-    import pulumi
-    from pulumi.runtime.sync_await import _sync_await
-
-    own_stack = f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
-    details = _sync_await(pulumi.StackReference(own_stack).get_output_details(OUTPUT_NAME))
-    value = details.value
-    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else None
-
-
-def check_fixed_settings(settings: ControlPlaneSettings) -> dict[str, str]:
-    """Raise ConfigError for every refused change; return what to export for the next run."""
+def check_fixed_settings(
+    settings: ControlPlaneSettings, last_deployed: Mapping[str, Any] | None
+) -> dict[str, str]:
+    """Raise ConfigError for every refused change against `last_deployed` (this stack's last
+    `fixedSettings` output, None before the first deployment); return what to export for the
+    next run."""
     from components.config import ConfigError
 
     requested = fixed_settings(settings)
-    refusals = refused_changes(last_deployed_fixed_settings(), requested)
+    previous = (
+        {str(k): str(v) for k, v in last_deployed.items()}
+        if isinstance(last_deployed, Mapping)
+        else None
+    )
+    refusals = refused_changes(previous, requested)
     if refusals:
         raise ConfigError("refused configuration change:\n  " + "\n  ".join(refusals))
     return requested

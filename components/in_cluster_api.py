@@ -2,24 +2,31 @@
 
 The apiserver pods live in the infrastructure cluster; their pod IPs mean nothing on the
 tenant's nodes. So the apiserver's endpoint reconciler is off (`--endpoint-reconciler-type=none`)
-and this component decides where the tenant's `default/kubernetes` Service leads:
+and the program writes the `default/kubernetes` Service's Endpoints and EndpointSlice itself, in
+every exposure mode. The Service never gets a selector, so no pod, whatever its labels, becomes
+an endpoint of `kubernetes.default`; a ValidatingAdmissionPolicy refuses a selector on it even
+from a user allowed to edit Services in `default`.
 
-- nodePort and loadBalancer exposure: the program writes the Service's Endpoints and
-  EndpointSlice itself, with the address and port nodes reach the API at (the NodePort on a node
-  address, or the load balancer). kube-proxy on every node sends ClusterIP traffic there.
+- nodePort and loadBalancer exposure: the endpoint is the address and port nodes reach the API
+  at (the NodePort on a node address, or the load balancer).
 - ingress exposure: the ingress routes by TLS server name, and an in-cluster client dials the
   ClusterIP with no server name (or `kubernetes.default.svc`), so no address of the infrastructure
-  cluster can answer it. A node-local proxy does: a DaemonSet in `default` that terminates TLS
-  with a certificate for `kubernetes.default.svc` (cluster CA) and opens TLS to the API host with
-  its server name set, verifying the apiserver against the cluster CA. The program gives the
-  `kubernetes` Service a selector for those pods and `trafficDistribution: PreferSameNode`, so
-  the endpoints controller lists the proxies and kube-proxy keeps each client on its own node.
-  Bearer tokens (what in-cluster clients use) pass through; client certificates cannot.
+  cluster can answer it. A node-local proxy does, as HyperShift's kube-apiserver-proxy: a
+  DaemonSet in `kube-system` on the host network puts `apiProxyAddress` on every node's loopback
+  interface and listens there; the endpoint is that address, which is local on every node, so
+  kube-proxy hands each client to its own node's proxy. The proxy terminates TLS with a
+  certificate for `kubernetes.default.svc` (cluster CA) and opens TLS to the API host with its
+  server name set, verifying the apiserver against the cluster CA. Its key lives in
+  `kube-system`, which only cluster administrators can run pods in; the host network keeps it
+  independent of the tenant's CNI (a CNI that reaches the API through the ClusterIP would
+  otherwise wait for itself). Bearer tokens (what in-cluster clients use) pass through; client
+  certificates cannot.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 
 import pulumi
 
@@ -35,10 +42,9 @@ from components.podspec import (
     pod_security_context,
 )
 from components.tenant_objects import (
-    SKIP_AWAIT,
+    KUBE_SYSTEM,
     config_map,
     create_object,
-    create_patch,
     metadata,
     node_daemonset,
 )
@@ -49,8 +55,9 @@ MANAGED_BY = "k8s-on-k8s"
 
 # The node-local proxy (exposure ingress).
 PROXY = "kubernetes-api-proxy"
+PROXY_NAMESPACE = KUBE_SYSTEM
 PROXY_LABELS = {"k8s-app": PROXY}
-# The `kubernetes` Service's targetPort is the apiserver's secure port; the proxy listens there.
+# The endpoint's port: the apiserver's secure port, as in a kubeadm cluster.
 PROXY_PORT = API_SERVER_PORT
 PROXY_CONFIG_DIR = "/usr/local/etc/haproxy"  # where the HAProxy image looks for its config
 PROXY_TLS_DIR = "/etc/kubernetes-api-proxy"
@@ -63,8 +70,15 @@ ROOT_CA_CONFIG_MAP = "kube-root-ca.crt"
 CONFIG_CHECKSUM = "k8s-on-k8s/config-sha256"
 CERT_CHECKSUM = "k8s-on-k8s/serving-cert-sha256"
 
+# The admission policy that keeps the `kubernetes` Service without a selector.
+NO_SELECTOR_POLICY = "k8s-on-k8s-kubernetes-service-without-selector"
 
-# --- nodePort and loadBalancer: endpoints written by the program -----------------------------
+
+def kubernetes_endpoint(settings: ControlPlaneSettings) -> tuple[str, int]:
+    """Where the `kubernetes` Service leads: the API's node-facing address, or the proxy."""
+    if settings.node_api_address is not None:
+        return settings.node_api_address, settings.node_api_port
+    return settings.api_proxy_address, PROXY_PORT
 
 
 def kubernetes_endpoints(address: str, port: int) -> Manifest:
@@ -104,14 +118,79 @@ def kubernetes_endpoint_slice(address: str, port: int) -> Manifest:
     }
 
 
+def no_selector_policy() -> Manifest:
+    """Refuse a selector on `default/kubernetes`: with one, the endpoints controllers would list
+    any pod wearing its labels beside the program's endpoint. The `admin` and `edit` roles may
+    update Services, so RBAC alone does not stop it. The apiserver's own updates of the Service
+    (ports, type) carry no selector and pass."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": metadata(NO_SELECTOR_POLICY),
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["services"],
+                    }
+                ]
+            },
+            "matchConditions": [
+                {
+                    "name": "the-kubernetes-service",
+                    "expression": (
+                        f'request.namespace == "{NAMESPACE}" && object.metadata.name == "{SERVICE}"'
+                    ),
+                }
+            ],
+            "validations": [
+                {
+                    "expression": "!has(object.spec.selector) || size(object.spec.selector) == 0",
+                    "message": (
+                        f"{NAMESPACE}/{SERVICE} takes no selector: its endpoints are written by "
+                        "k8s-on-k8s, so that no pod can become an endpoint of the API"
+                    ),
+                    "reason": "Forbidden",
+                }
+            ],
+        },
+    }
+
+
+def no_selector_policy_binding() -> Manifest:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": metadata(NO_SELECTOR_POLICY),
+        "spec": {"policyName": NO_SELECTOR_POLICY, "validationActions": ["Deny"]},
+    }
+
+
 # --- ingress: the node-local proxy -----------------------------------------------------------
 
 
-def proxy_config(api_host: str, api_port: int) -> str:
+def host_prefix(address: str) -> str:
+    """`address` as a single-address prefix (what goes on the loopback interface)."""
+    ip = ipaddress.ip_address(address)
+    return f"{ip}/{ip.max_prefixlen}"
+
+
+def proxy_bind(address: str) -> str:
+    """HAProxy's listening address: the family prefix keeps an IPv6 address unambiguous."""
+    family = "ipv6" if ipaddress.ip_address(address).version == 6 else "ipv4"
+    return f"{family}@{address}:{PROXY_PORT}"
+
+
+def proxy_config(listen_address: str, api_host: str, api_port: int) -> str:
     """HAProxy in TCP mode: TLS in from the pods, TLS out to the API host, bytes in between.
 
     TCP mode keeps upgrades (exec, port-forward) and long watches working untouched; neither
-    side offers ALPN, so both legs speak HTTP/1.1 and always agree.
+    side offers ALPN, so both legs speak HTTP/1.1 and always agree. It listens on the node-local
+    address only: on the host network, nothing else of the node's is opened.
     """
     pki = PROXY_TLS_DIR
     server = " ".join(
@@ -146,7 +225,7 @@ defaults
     timeout server 1h
 
 frontend kubernetes-default
-    bind :{PROXY_PORT} ssl crt {pki}/{PROXY_CERT_FILE}
+    bind {proxy_bind(listen_address)} ssl crt {pki}/{PROXY_CERT_FILE}
     default_backend apiserver
 
 backend apiserver
@@ -162,31 +241,50 @@ def proxy_tls_secret(cert_pem: pulumi.Input[str], key_pem: pulumi.Input[str]) ->
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": metadata(PROXY, NAMESPACE, **PROXY_LABELS),
+        "metadata": metadata(PROXY, PROXY_NAMESPACE, **PROXY_LABELS),
         "type": "kubernetes.io/tls",
         "stringData": {"tls.crt": cert_pem, "tls.key": pulumi.Output.secret(key_pem)},
+    }
+
+
+def loopback_address_container(settings: ControlPlaneSettings) -> Manifest:
+    """Puts the proxy address on the node's loopback interface (idempotent: `replace`).
+
+    The one step that needs root and NET_ADMIN, so it runs alone and exits; HAProxy itself runs
+    unprivileged. The address stays when the proxy goes: harmless, nothing else listens on it.
+    """
+    prefix = host_prefix(settings.api_proxy_address)
+    return {
+        "name": "node-local-address",
+        "image": settings.api_proxy_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["ip", "address", "replace", prefix, "dev", "lo"],
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}},
+        "securityContext": {
+            **container_security_context(),
+            "runAsNonRoot": False,
+            "runAsUser": 0,
+            "capabilities": {"add": ["NET_ADMIN"], "drop": ["ALL"]},
+        },
     }
 
 
 def proxy_daemonset(
     settings: ControlPlaneSettings, config_sha256: str, cert_sha256: pulumi.Input[str]
 ) -> Manifest:
-    """One proxy per node; a new config or certificate rolls the pods (HAProxy reads both once).
-
-    Pod Security `restricted`: an ordinary pod on the pod network, no host access, no token.
-    """
+    """One proxy per node on the host network; a new config or certificate rolls the pods
+    (HAProxy reads both once)."""
+    address = settings.api_proxy_address
+    probe = {"tcpSocket": {"host": address, "port": PROXY_PORT}}
     container: Manifest = {
         "name": "haproxy",
         "image": settings.api_proxy_image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["/usr/local/sbin/haproxy", "-db", "-f", f"{PROXY_CONFIG_DIR}/haproxy.cfg"],
-        "ports": [{"name": "https", "containerPort": PROXY_PORT, "protocol": "TCP"}],
-        "readinessProbe": {"tcpSocket": {"port": PROXY_PORT}, "periodSeconds": 5},
-        "livenessProbe": {
-            "tcpSocket": {"port": PROXY_PORT},
-            "periodSeconds": 10,
-            "failureThreshold": 6,
-        },
+        # No `ports`: on the host network they would become host ports, and the scheduler would
+        # keep any other pod with a 6443 host port off the node, whatever its address.
+        "readinessProbe": {**probe, "periodSeconds": 5},
+        "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 6},
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
         "securityContext": container_security_context(),
         "volumeMounts": [
@@ -221,51 +319,24 @@ def proxy_daemonset(
         "priorityClassName": "system-node-critical",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
+        # No pod network: the proxy must work before (and without) the tenant's CNI.
+        "hostNetwork": True,
         # The API host is resolved by the node's resolver: cluster DNS itself needs the API.
         "dnsPolicy": "Default",
         "securityContext": pod_security_context(),
         "nodeSelector": {"kubernetes.io/os": "linux"},  # HAProxy's images are Linux only
         # Every node's pods need the API, whatever its taints.
         "tolerations": [{"operator": "Exists"}],
+        "initContainers": [loopback_address_container(settings)],
         "containers": [container],
         "volumes": [config_map_volume("config", PROXY), tls_volume],
     }
-    manifest = node_daemonset(PROXY, PROXY_LABELS, pod_spec, namespace=NAMESPACE)
+    manifest = node_daemonset(PROXY, PROXY_LABELS, pod_spec, namespace=PROXY_NAMESPACE)
     manifest["spec"]["template"]["metadata"]["annotations"] = {
         CONFIG_CHECKSUM: config_sha256,
         CERT_CHECKSUM: cert_sha256,
     }
     return manifest
-
-
-def kubernetes_service_patch() -> Manifest:
-    """The fields the program owns on the apiserver-made `kubernetes` Service.
-
-    The apiserver resets only its ports and type, so a selector set here stays.
-    """
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {
-            "name": SERVICE,
-            "namespace": NAMESPACE,
-            "annotations": dict(SKIP_AWAIT),
-        },
-        "spec": {"selector": dict(PROXY_LABELS), "trafficDistribution": "PreferSameNode"},
-    }
-
-
-def handed_over_when_deleted(suffix: str, opts: pulumi.ResourceOptions) -> pulumi.ResourceOptions:
-    """The `kubernetes` Endpoints object is let go, not deleted, when it leaves the program.
-
-    On a switch to ingress exposure the Service gets a selector, and the endpoints controller
-    takes over the object of that fixed name and recreates it the moment it is deleted, so a
-    delete would never finish (pulumi-kubernetes waits for the object to be gone). The
-    EndpointSlice is deleted as usual: the controller keeps its own slices under other names.
-    """
-    if suffix != "endpoints":
-        return opts
-    return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(retain_on_delete=True))
 
 
 class InClusterApi(pulumi.ComponentResource):
@@ -279,30 +350,42 @@ class InClusterApi(pulumi.ComponentResource):
     ) -> None:
         super().__init__("k8s-on-k8s:index:InClusterApi", name, None, opts)
         tenant = pulumi.ResourceOptions(parent=self, provider=tenant_provider)
-        if settings.node_api_address is not None:
-            address, port = settings.node_api_address, settings.node_api_port
-            objects = [
-                ("endpoints", kubernetes_endpoints(address, port)),
-                ("endpointslice", kubernetes_endpoint_slice(address, port)),
-            ]
-            outputs: dict[str, object] = {"address": address, "port": port}
-        else:
+        create_object(f"{name}-no-selector-policy", no_selector_policy(), tenant)
+        create_object(f"{name}-no-selector-policy-binding", no_selector_policy_binding(), tenant)
+        endpoint_opts = tenant
+        outputs: dict[str, object] = {}
+        if settings.node_api_address is None:
             if proxy_serving_cert is None:
                 raise ValueError("exposure ingress needs the proxy's serving certificate")
             exposure = settings.exposure
-            config = proxy_config(exposure.host, exposure.port)
+            config = proxy_config(settings.api_proxy_address, exposure.host, exposure.port)
             cert_sha256 = proxy_serving_cert.cert_pem.apply(checksum)
-            objects = [
-                (
-                    "proxy-secret",
-                    proxy_tls_secret(proxy_serving_cert.cert_pem, proxy_serving_cert.key_pem),
+            secret = create_object(
+                f"{name}-proxy-secret",
+                proxy_tls_secret(proxy_serving_cert.cert_pem, proxy_serving_cert.key_pem),
+                tenant,
+            )
+            proxy_config_map = create_object(
+                f"{name}-proxy-config",
+                config_map(PROXY, PROXY_NAMESPACE, {"haproxy.cfg": config}),
+                tenant,
+            )
+            daemonset = create_object(
+                f"{name}-proxy-daemonset",
+                proxy_daemonset(settings, checksum(config), cert_sha256),
+                pulumi.ResourceOptions.merge(
+                    tenant, pulumi.ResourceOptions(depends_on=[secret, proxy_config_map])
                 ),
-                ("proxy-config", config_map(PROXY, NAMESPACE, {"haproxy.cfg": config})),
-                ("proxy-daemonset", proxy_daemonset(settings, checksum(config), cert_sha256)),
-            ]
-            outputs = {"proxy": f"{NAMESPACE}/{PROXY}"}
-        for suffix, manifest in objects:
-            create_object(f"{name}-{suffix}", manifest, handed_over_when_deleted(suffix, tenant))
-        if settings.node_api_address is None:
-            create_patch(f"{name}-service-patch", kubernetes_service_patch(), tenant)
+            )
+            # On a switch to ingress, the endpoint moves once the proxies have been asked for.
+            endpoint_opts = pulumi.ResourceOptions.merge(
+                tenant, pulumi.ResourceOptions(depends_on=[daemonset])
+            )
+            outputs["proxy"] = f"{PROXY_NAMESPACE}/{PROXY}"
+        address, port = kubernetes_endpoint(settings)
+        create_object(f"{name}-endpoints", kubernetes_endpoints(address, port), endpoint_opts)
+        create_object(
+            f"{name}-endpointslice", kubernetes_endpoint_slice(address, port), endpoint_opts
+        )
+        outputs.update({"address": address, "port": port})
         self.register_outputs(outputs)

@@ -10,6 +10,7 @@ pure function below; the component only registers them.
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import ipaddress
 from collections.abc import Mapping
@@ -59,6 +60,33 @@ KUBELET_CONFIG_ROLE = "kubeadm:kubelet-config"
 # Where kubeadm puts the PKI and static pods on a node; the kubelet config points there.
 CERTIFICATES_DIR = "/etc/kubernetes/pki"
 STATIC_POD_PATH = "/etc/kubernetes/manifests"
+
+
+# Exported by every `pulumi up`, read back by the next (components/last_deployment.py).
+TOKEN_EXPIRATION_OUTPUT = "bootstrapTokenExpiration"
+
+
+def bootstrap_token_expiration(
+    last_deployed: object, now: datetime.datetime, ttl_seconds: int
+) -> str | None:
+    """When the node bootstrap token expires (RFC 3339, UTC), or None if it never does.
+
+    The last deployment's expiry stands while more than half the lifetime is left, so a re-run
+    changes nothing and a `joinCommand` read after any `pulumi up` works for at least half the
+    lifetime. Otherwise (expired, nearly so, or the lifetime changed) a new token is due from
+    now; the token's random parts are kept by this value, so they are issued anew with it.
+    """
+    if ttl_seconds == 0:
+        return None
+    lifetime = datetime.timedelta(seconds=ttl_seconds)
+    if isinstance(last_deployed, str) and last_deployed:
+        try:
+            previous = datetime.datetime.fromisoformat(last_deployed.replace("Z", "+00:00"))
+        except ValueError:
+            previous = None
+        if previous is not None and lifetime / 2 < previous - now <= lifetime:
+            return last_deployed
+    return (now + lifetime).astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def bootstrap_token_name(token_id: str) -> str:
@@ -290,6 +318,7 @@ class NodeJoin(pulumi.ComponentResource):
         tenant_provider: pulumi.ProviderResource,
         opts: pulumi.ResourceOptions | None = None,
         *,
+        token_expiration: str | None = None,
         kubelet_overrides: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__("k8s-on-k8s:index:NodeJoin", name, None, opts)
@@ -297,10 +326,13 @@ class NodeJoin(pulumi.ComponentResource):
         ca = pulumi.Output.from_input(ca_cert_pem)
         server = pulumi.Output.from_input(endpoint)
 
+        # A new expiry issues a new token (bootstrap_token_expiration decides when).
+        keepers = {"expiration": token_expiration or "never"}
         # Lowercase letters and digits only: the token format is [a-z0-9]{6}.[a-z0-9]{16}.
         token_id = random.RandomString(
             f"{name}-token-id",
             length=TOKEN_ID_LENGTH,
+            keepers=keepers,
             lower=True,
             upper=False,
             numeric=True,
@@ -311,6 +343,7 @@ class NodeJoin(pulumi.ComponentResource):
             random.RandomString(
                 f"{name}-token-secret",
                 length=TOKEN_SECRET_LENGTH,
+                keepers=keepers,
                 lower=True,
                 upper=False,
                 numeric=True,
@@ -318,10 +351,8 @@ class NodeJoin(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["result"]),
             ).result
         )
-        expiration = settings.bootstrap_token_expiration
-
         token = pulumi.Output.all(token_id, token_secret).apply(
-            lambda values: bootstrap_token_secret(values[0], values[1], expiration)
+            lambda values: bootstrap_token_secret(values[0], values[1], token_expiration)
         )
         objects = [
             create_object(
@@ -398,6 +429,11 @@ class NodeJoin(pulumi.ComponentResource):
                 )
             )
         )
+        self.token_expiration = token_expiration
         self.register_outputs(
-            {"joinCommand": self.join_command, "bootstrapKubeconfig": self.bootstrap_kubeconfig}
+            {
+                "joinCommand": self.join_command,
+                "bootstrapKubeconfig": self.bootstrap_kubeconfig,
+                "tokenExpiration": token_expiration or "",
+            }
         )

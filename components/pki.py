@@ -56,7 +56,8 @@ KONNECTIVITY_SERVER_CLIENT = CertificateSpec(
 
 
 # The node-local proxy behind `kubernetes.default` (exposure ingress, components/in_cluster_api):
-# it answers in-cluster clients by the names and the IP they dial.
+# it answers in-cluster clients by the names and the IPs they dial (the ClusterIP, or the proxy's
+# own node-local address from the host network).
 KUBERNETES_SERVICE_PROXY = "kubernetes-service-proxy"
 
 
@@ -68,7 +69,7 @@ def kubernetes_service_proxy_cert(settings: ControlPlaneSettings) -> Certificate
         SERVER,
         None,
         tuple(kubernetes_service_dns_names(settings)),
-        (settings.kubernetes_service_ip,),
+        (settings.kubernetes_service_ip, settings.api_proxy_address),
     )
 
 

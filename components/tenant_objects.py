@@ -42,6 +42,14 @@ _RESOURCE_CLASSES: dict[tuple[str, str], Any] = {
     (RBAC_API, "ClusterRoleBinding"): k8s.rbac.v1.ClusterRoleBinding,
     ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
     ("apps/v1", "DaemonSet"): k8s.apps.v1.DaemonSet,
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingAdmissionPolicy",
+    ): k8s.admissionregistration.v1.ValidatingAdmissionPolicy,
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingAdmissionPolicyBinding",
+    ): k8s.admissionregistration.v1.ValidatingAdmissionPolicyBinding,
 }
 
 
@@ -143,12 +151,6 @@ def node_daemonset(
     }
 
 
-# Objects that exist before the program runs (made by the apiserver) and get fields from it.
-_PATCH_CLASSES: dict[tuple[str, str], Any] = {
-    ("v1", "Service"): k8s.core.v1.ServicePatch,
-}
-
-
 def _snake_case(key: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
 
@@ -162,14 +164,6 @@ def create_object(
     may be Pulumi outputs. Nested fields keep the API's camelCase, which the provider takes as is.
     """
     return _register(_RESOURCE_CLASSES, resource_name, manifest, opts)
-
-
-def create_patch(
-    resource_name: str, manifest: Manifest, opts: pulumi.ResourceOptions
-) -> pulumi.CustomResource:
-    """Server-side apply `manifest` as a patch of an object someone else created: the program
-    owns only the fields it names, and `pulumi destroy` gives them up instead of deleting."""
-    return _register(_PATCH_CLASSES, resource_name, manifest, opts)
 
 
 def _register(

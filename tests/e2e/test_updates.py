@@ -8,8 +8,11 @@ or etcd StatefulSet, and leave a preview with nothing to do.
 
 from __future__ import annotations
 
+import datetime
+import json
 import socket
 import ssl
+import subprocess
 import time
 from typing import Any
 
@@ -167,3 +170,67 @@ def test_a_storage_change_is_refused_before_anything_changes(tenant: Tenant) -> 
     assert "'1Gi'" in message and "'2Gi'" in message and "patch pvc" in message
     assert _pod_uids(tenant) == before
     assert tenant.stack.preview().changed == {}
+
+
+def _token_identity(tenant: Tenant, bootstrap_kubeconfig: str) -> subprocess.CompletedProcess[str]:
+    """`kubectl auth whoami` with the bootstrap kubeconfig output, as a joining node would."""
+    path = tenant.kubeconfig.parent / "bootstrap-kubeconfig"
+    path.write_text(bootstrap_kubeconfig)
+    path.chmod(0o600)
+    return subprocess.run(
+        [str(tenant.infra.kubectl_path), f"--kubeconfig={path}", "auth", "whoami", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_pulumi_up_after_the_token_expired_issues_a_fresh_one(tenant: Tenant) -> None:
+    """Issue 9: a bootstrap token expires, and the next `pulumi up` replaces it: new random
+    parts, a new expiry, new outputs. A 60-second lifetime stands in for kubeadm's 24 hours."""
+    lifetime = 60
+    short = {**tenant.config, "bootstrapTokenTtl": f"{lifetime}s"}
+    tenant.update(short)  # a shortened lifetime is due at once
+    first_expiry = str(tenant.outputs["bootstrapTokenExpiration"])
+    first_command = str(tenant.outputs["joinCommand"])
+    first_kubeconfig = str(tenant.outputs["bootstrapKubeconfig"])
+    token_id = first_command.split("--token ")[1].split(".")[0]
+    who = _token_identity(tenant, first_kubeconfig)
+    assert who.returncode == 0, who.stderr
+    assert json.loads(who.stdout)["status"]["userInfo"]["username"] == (
+        f"system:bootstrap:{token_id}"
+    )
+    expires = datetime.datetime.fromisoformat(first_expiry.replace("Z", "+00:00"))
+    remaining = (expires - datetime.datetime.now(datetime.UTC)).total_seconds()
+    assert 0 < remaining <= lifetime, first_expiry
+
+    # The apiserver refuses the token once its expiry has passed (the tokencleaner then
+    # deletes its Secret).
+    time.sleep(max(0.0, remaining) + 1)
+    refused = wait_for(
+        "the expired token to be refused",
+        lambda: r if (r := _token_identity(tenant, first_kubeconfig)).returncode != 0 else None,
+        timeout=60,
+    )
+    assert "Unauthorized" in refused.stderr or "401" in refused.stderr, refused.stderr
+
+    renewed = tenant.update(short)
+    second_expiry = str(tenant.outputs["bootstrapTokenExpiration"])
+    second_command = str(tenant.outputs["joinCommand"])
+    assert second_expiry > first_expiry
+    assert second_command != first_command
+    assert f"{CLUSTER}-node-join-token-id" in renewed.named("replace")
+    new_id = second_command.split("--token ")[1].split(".")[0]
+    who = _token_identity(tenant, str(tenant.outputs["bootstrapKubeconfig"]))
+    assert who.returncode == 0, who.stderr
+    assert json.loads(who.stdout)["status"]["userInfo"]["username"] == f"system:bootstrap:{new_id}"
+    FIGURES["bootstrap token renewed after expiry"] = {"lifetime (s)": lifetime}
+
+    # Back to kubeadm's 24 hours (a lengthened lifetime issues a token that lives that long).
+    restored = {key: value for key, value in tenant.config.items() if key != "bootstrapTokenTtl"}
+    tenant.update(restored)
+    expires = datetime.datetime.fromisoformat(
+        str(tenant.outputs["bootstrapTokenExpiration"]).replace("Z", "+00:00")
+    )
+    assert (expires - datetime.datetime.now(datetime.UTC)).total_seconds() > 23 * 3600

@@ -149,7 +149,7 @@ def ingress_worker(ingress_access: TenantAccess) -> Iterator[Worker]:
 
 def _proxy_pod_on(access: TenantAccess, node: str) -> dict[str, Any] | None:
     listed = access.kubectl_json(
-        "get", "pods", "-n", in_cluster_api.NAMESPACE, "-l", f"k8s-app={in_cluster_api.PROXY}"
+        "get", "pods", "-n", in_cluster_api.PROXY_NAMESPACE, "-l", f"k8s-app={in_cluster_api.PROXY}"
     )["items"]
     ready = [p for p in listed if p["spec"].get("nodeName") == node and _ready(p)]
     return ready[0] if ready else None
@@ -174,37 +174,42 @@ def test_the_node_joins_through_the_ingress_and_runs_the_proxy(
         )
     except AssertionError:
         print(access.kubectl("get", "pods", "-A", "-o", "wide").stdout)
-        print(access.kubectl("describe", "daemonset", "-n", "default", in_cluster_api.PROXY).stdout)
+        print(
+            access.kubectl(
+                "describe", "daemonset", "-n", in_cluster_api.PROXY_NAMESPACE, in_cluster_api.PROXY
+            ).stdout
+        )
         raise
     FIGURES["node Ready to the API proxy Ready (s)"] = round(time.monotonic() - started, 1)
     assert proxy["spec"]["containers"][0]["image"] == API_PROXY_IMAGE
 
-    # The `kubernetes` Service now selects the proxies and keeps clients on their own node.
+    # On the host network: the node's own address, no CNI needed.
+    assert proxy["spec"]["hostNetwork"] is True
+    internal = [a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP"]
+    assert proxy["status"]["podIP"] in internal
+
+    # The `kubernetes` Service has no selector; its one endpoint is the node-local address,
+    # written by the program (the NodePort endpoint is gone with the NodePort).
     service = access.kubectl_json("get", "service", "kubernetes", "-n", "default")
-    assert service["spec"]["selector"] == in_cluster_api.PROXY_LABELS
-    assert service["spec"]["trafficDistribution"] == "PreferSameNode"
+    assert not service["spec"].get("selector")
     assert service["spec"]["clusterIP"] == access.settings.kubernetes_service_ip
+    assert _kubernetes_endpoints(access) == {
+        (access.settings.api_proxy_address, in_cluster_api.PROXY_PORT)
+    }
 
-    def slice_lists_the_proxy() -> dict[str, Any] | None:
-        slices = access.kubectl_json(
-            "get", "endpointslices", "-n", "default", "-l", "kubernetes.io/service-name=kubernetes"
-        )["items"]
-        for endpoint_slice in slices:
-            for endpoint in endpoint_slice.get("endpoints") or []:
-                if proxy["status"]["podIP"] in endpoint["addresses"]:
-                    return {"slice": endpoint_slice, "endpoint": endpoint}
-        return None
 
-    found = wait_for("the proxy in the kubernetes EndpointSlice", slice_lists_the_proxy, 60)
-    assert [p["port"] for p in found["slice"]["ports"]] == [in_cluster_api.PROXY_PORT]
-    assert found["endpoint"]["nodeName"] == NODE_NAME
-    assert found["endpoint"]["hints"]["forNodes"] == [{"name": NODE_NAME}]
-    # Nothing else is listed: the program's NodePort endpoints left with the NodePort.
+def _kubernetes_endpoints(access: TenantAccess) -> set[tuple[str, int]]:
+    """Every (address, port) the `kubernetes` Service's EndpointSlices list, whoever wrote them."""
     slices = access.kubectl_json(
         "get", "endpointslices", "-n", "default", "-l", "kubernetes.io/service-name=kubernetes"
     )["items"]
-    addresses = {a for s in slices for e in s.get("endpoints") or [] for a in e["addresses"]}
-    assert access.infra.node_ip not in addresses
+    return {
+        (address, port["port"])
+        for endpoint_slice in slices
+        for endpoint in endpoint_slice.get("endpoints") or []
+        for address in endpoint["addresses"]
+        for port in endpoint_slice.get("ports") or []
+    }
 
 
 @pytest.fixture(scope="module")
@@ -226,6 +231,112 @@ def test_restricted_pod_reaches_kubernetes_default_by_name_and_by_cluster_ip(
         timeout=180,
     )
     _in_cluster_clients_list_objects(ingress_access, "ingress-client")
+
+
+ATTACKER = "mallory"  # a tenant user with the `admin` role in `default`, nothing more
+IMPOSTOR = "impostor"
+
+
+@pytest.fixture(scope="module")
+def namespace_admin(ingress_access: TenantAccess) -> Iterator[str]:
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": f"{ATTACKER}-admin", "namespace": "default"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "admin",
+        },
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": ATTACKER}],
+    }
+    ingress_access.apply([binding])
+    yield ATTACKER
+    ingress_access.kubectl("delete", "pod", IMPOSTOR, "-n", "default", "--ignore-not-found")
+    ingress_access.kubectl("delete", "rolebinding", f"{ATTACKER}-admin", "-n", "default")
+
+
+def test_an_admin_of_default_cannot_become_kubernetes_default_or_read_the_proxy_key(
+    ingress_access: TenantAccess, ingress_worker: Worker, ingress_clients: str, namespace_admin: str
+) -> None:
+    """Issue 9's attacks, tried by a user with `admin` in `default` (impersonated): wear the
+    proxy's labels, add a selector to the Service, write the endpoints, mount or read the
+    proxy's key. Each fails; in-cluster clients keep working afterwards."""
+    access = ingress_access
+
+    def as_attacker(*args: str, **kwargs: Any) -> Any:
+        return access.kubectl(f"--as={namespace_admin}", *args, check=False, **kwargs)
+
+    assert as_attacker("auth", "can-i", "create", "pods", "-n", "default").stdout.strip() == "yes"
+    assert as_attacker("auth", "can-i", "update", "services", "-n", "default").stdout.strip() == (
+        "yes"
+    )
+    expected = {(access.settings.api_proxy_address, in_cluster_api.PROXY_PORT)}
+
+    # 1. A pod wearing the proxy's labels, Ready on the worker, is no endpoint.
+    impostor: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": IMPOSTOR,
+            "namespace": "default",
+            "labels": in_cluster_api.PROXY_LABELS,
+        },
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": NODE_NAME},
+            "automountServiceAccountToken": False,
+            "containers": [{**RESTRICTED_CONTAINER, "name": "listen", "command": ["/pause"]}],
+            "volumes": [{"name": "kubeconfig", "emptyDir": {}}],
+        },
+    }
+    created = as_attacker("apply", "-f", "-", input=json.dumps(impostor))
+    assert created.returncode == 0, created.stderr
+    pod = wait_for(
+        "the impostor pod Ready",
+        lambda: (
+            p if _ready(p := access.kubectl_json("get", "pod", IMPOSTOR, "-n", "default")) else None
+        ),
+        timeout=120,
+    )
+    # The endpoints controllers act within a second of a pod turning Ready; watch for longer.
+    for _ in range(10):
+        listed = _kubernetes_endpoints(access)
+        assert listed == expected, f"{pod['status']['podIP']} must not serve the API: {listed}"
+        time.sleep(1)
+
+    # 2. A selector on the Service is refused by the admission policy.
+    selector = json.dumps({"spec": {"selector": in_cluster_api.PROXY_LABELS}})
+    patched = as_attacker("patch", "service", "kubernetes", "-n", "default", "-p", selector)
+    assert patched.returncode != 0 and "takes no selector" in patched.stderr, patched.stderr
+    assert not access.kubectl_json("get", "service", "kubernetes", "-n", "default")["spec"].get(
+        "selector"
+    )
+
+    # 3. The endpoints themselves are not theirs to write (RBAC).
+    for kind in ("endpointslice", "endpoints"):
+        written = as_attacker(
+            "label", kind, "kubernetes", "-n", "default", "k8s-on-k8s.test/touched=yes"
+        )
+        assert written.returncode != 0 and "forbidden" in written.stderr, written.stderr
+
+    # 4. The proxy's key: not in `default` (a pod mounts only Secrets of its own namespace), and
+    #    neither readable nor mountable in kube-system.
+    assert not access.exists("secret", in_cluster_api.PROXY, "-n", "default")
+    read = as_attacker("get", "secret", in_cluster_api.PROXY, "-n", in_cluster_api.PROXY_NAMESPACE)
+    assert read.returncode != 0 and "forbidden" in read.stderr, read.stderr
+    thief = {
+        **impostor,
+        "metadata": {"name": "thief", "namespace": in_cluster_api.PROXY_NAMESPACE},
+        "spec": {
+            **impostor["spec"],
+            "volumes": [{"name": "kubeconfig", "secret": {"secretName": in_cluster_api.PROXY}}],
+        },
+    }
+    stolen = as_attacker("create", "-f", "-", input=json.dumps(thief))
+    assert stolen.returncode != 0 and "forbidden" in stolen.stderr, stolen.stderr
+
+    assert _kubernetes_endpoints(access) == expected
+    _in_cluster_clients_list_objects(access, "ingress-client-after-attacks")
 
 
 def test_renewal_rolls_the_proxy_and_in_cluster_clients_keep_working(
@@ -259,7 +370,7 @@ def test_renewal_rolls_the_proxy_and_in_cluster_clients_keep_working(
 
 def _proxy_certificate(access: TenantAccess) -> str:
     secret = access.kubectl_json(
-        "get", "secret", in_cluster_api.PROXY, "-n", in_cluster_api.NAMESPACE
+        "get", "secret", in_cluster_api.PROXY, "-n", in_cluster_api.PROXY_NAMESPACE
     )
     return str(secret["data"]["tls.crt"])
 
@@ -336,3 +447,4 @@ def test_the_ingress_stack_is_the_shared_tenant_with_ingress_exposure() -> None:
     assert settings.exposure.host.endswith("." + RigSettings().ingress_domain)
     assert settings.node_api_address is None
     assert settings.api_proxy_image == API_PROXY_IMAGE
+    assert settings.api_proxy_address == "172.20.0.1"

@@ -98,7 +98,11 @@ BAD_INPUTS = {
         "apiProxyImage",
         "tag or digest",
     ),
-    "proxy image with spaces": ({"apiProxyImage": "haproxy 2.6"}, "apiProxyImage", "haproxy:2.6"),
+    "proxy image with spaces": (
+        {"apiProxyImage": "haproxy 3.2-alpine"},
+        "apiProxyImage",
+        "haproxy:3.2-alpine",
+    ),
     "unknown exposure mode": (
         {"exposure": "gateway"},
         "exposure",
@@ -142,15 +146,20 @@ BAD_INPUTS = {
         "without tag",
     ),
     "misspelt key": ({"etcdReplica": "3"}, "etcdReplica", "known keys"),
-    "bad token expiry": (
-        {"bootstrapTokenExpiration": "tomorrow"},
-        "bootstrapTokenExpiration",
-        "RFC 3339",
+    "bad token lifetime": (
+        {"bootstrapTokenTtl": "tomorrow"},
+        "bootstrapTokenTtl",
+        "a duration such as 24h",
     ),
-    "token expiry without offset": (
-        {"bootstrapTokenExpiration": "2030-01-01T00:00:00"},
-        "bootstrapTokenExpiration",
-        "RFC 3339",
+    "token lifetime in days": (
+        {"bootstrapTokenTtl": "2d"},
+        "bootstrapTokenTtl",
+        "0 for tokens that never expire",
+    ),
+    "zero token lifetime spelt as a duration": (
+        {"bootstrapTokenTtl": "0h"},
+        "bootstrapTokenTtl",
+        "a duration such as 24h",
     ),
     "add-on switch not boolean": ({"coreDns": "maybe"}, "coreDns", "true or false"),
     "konnectivity behind ingress": (
@@ -253,3 +262,11 @@ def test_certificate_lifetime_and_renewal_window_reach_every_leaf() -> None:
     # The CAs keep their ten years whatever the leaves do.
     for ca in run.of_type("tls:index/selfSignedCert:SelfSignedCert"):
         assert ca.inputs["validityPeriodHours"] == 10 * 365 * 24
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("24h", 86400), ("1h30m", 5400), ("90s", 90), ("0", 0)]
+)
+def test_bootstrap_token_lifetime_is_a_duration_or_zero(value: str, seconds: int) -> None:
+    assert parse_settings({"bootstrapTokenTtl": value}).bootstrap_token_ttl_seconds == seconds
+    assert parse_settings({}).bootstrap_token_ttl_seconds == 24 * 3600, "kubeadm's default"

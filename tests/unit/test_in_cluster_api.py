@@ -1,4 +1,5 @@
-"""Where `kubernetes.default` leads with ingress exposure: the node-local proxy's objects.
+"""Where `kubernetes.default` leads: the program's endpoints, the policy that keeps the Service
+without a selector, and the node-local proxy's objects (exposure ingress).
 
 The builders are pure; the last tests run the whole program to see the objects wired together.
 """
@@ -6,15 +7,19 @@ The builders are pure; the last tests run the whole program to see the objects w
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 import pytest
 
-from components.config import parse_settings
+from components.config import ConfigError, parse_settings
 from components.in_cluster_api import (
     PROXY_LABELS,
     PROXY_PORT,
-    kubernetes_service_patch,
+    host_prefix,
+    kubernetes_endpoint,
+    no_selector_policy,
+    no_selector_policy_binding,
     proxy_config,
     proxy_daemonset,
 )
@@ -28,10 +33,10 @@ def config_lines(text: str) -> list[str]:
 
 
 def test_proxy_terminates_tls_and_reoriginates_it_to_the_api_host_by_name() -> None:
-    lines = config_lines(proxy_config("api.red.example.com", 443))
+    lines = config_lines(proxy_config("172.20.0.1", "api.red.example.com", 443))
     assert "mode tcp" in lines
-    assert "bind :6443 ssl crt /etc/kubernetes-api-proxy/serving.pem" in lines, (
-        "listens on the kubernetes Service's targetPort with the proxy's certificate"
+    assert "bind ipv4@172.20.0.1:6443 ssl crt /etc/kubernetes-api-proxy/serving.pem" in lines, (
+        "listens on the node-local address only, at the endpoint's port, with its certificate"
     )
     (server,) = [line for line in lines if line.startswith("server ")]
     words = server.split()
@@ -45,33 +50,84 @@ def test_proxy_terminates_tls_and_reoriginates_it_to_the_api_host_by_name() -> N
     assert not [line for line in lines if "alpn" in line]
 
 
-def test_proxy_follows_the_api_port_of_the_exposure() -> None:
-    assert "server api api.example.org:8443 " in proxy_config("api.example.org", 8443)
+def test_proxy_follows_the_api_port_of_the_exposure_and_the_address_family() -> None:
+    config = proxy_config("fd00:20::1", "api.example.org", 8443)
+    assert "server api api.example.org:8443 " in config
+    assert "bind ipv6@fd00:20::1:6443 " in config
+    assert host_prefix("fd00:20::1") == "fd00:20::1/128"
+    assert host_prefix("172.20.0.1") == "172.20.0.1/32"
 
 
-def test_service_patch_selects_the_proxy_pods_and_keeps_traffic_on_the_node() -> None:
-    patch = kubernetes_service_patch()
-    assert patch["metadata"]["name"] == "kubernetes"
-    assert patch["metadata"]["namespace"] == "default"
-    # Only the fields the program owns: the apiserver keeps its ports, type and ClusterIP.
-    assert patch["spec"] == {"selector": PROXY_LABELS, "trafficDistribution": "PreferSameNode"}
+@pytest.mark.parametrize(
+    ("extra", "endpoint"),
+    [
+        ({}, ("172.20.0.1", PROXY_PORT)),
+        ({"apiProxyAddress": "192.0.2.77"}, ("192.0.2.77", PROXY_PORT)),
+        ({"exposure": "nodePort", "apiAdvertiseAddress": "192.0.2.5"}, ("192.0.2.5", 31443)),
+        ({"exposure": "loadBalancer", "loadBalancerIP": "192.0.2.6"}, ("192.0.2.6", 6443)),
+    ],
+    ids=["ingress", "ingress-own-address", "nodePort", "loadBalancer"],
+)
+def test_every_mode_has_one_program_written_endpoint(
+    extra: dict[str, str], endpoint: tuple[str, int]
+) -> None:
+    assert kubernetes_endpoint(parse_settings({**CONFIG, **extra})) == endpoint
+
+
+@pytest.mark.parametrize(
+    "address", ["169.254.20.10", "127.0.0.2", "0.0.0.0", "fe80::1", "224.0.0.5", "10.96.0.7"]
+)
+def test_a_proxy_address_kubernetes_would_refuse_or_that_collides_is_refused(address: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"k8s-on-k8s:apiProxyAddress = '{address}'")):
+        parse_settings({**CONFIG, "apiProxyAddress": address})
+
+
+def test_a_proxy_address_inside_the_pod_range_is_refused_with_the_range() -> None:
+    with pytest.raises(ConfigError, match=re.escape("outside podCidr 10.244.0.0/16")):
+        parse_settings({**CONFIG, "apiProxyAddress": "10.244.3.3"})
+
+
+def test_the_policy_refuses_a_selector_on_the_kubernetes_service_only() -> None:
+    policy = no_selector_policy()
+    spec = policy["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    (rules,) = spec["matchConstraints"]["resourceRules"]
+    assert rules["resources"] == ["services"] and set(rules["operations"]) == {"CREATE", "UPDATE"}
+    (condition,) = spec["matchConditions"]
+    assert 'request.namespace == "default"' in condition["expression"]
+    assert 'object.metadata.name == "kubernetes"' in condition["expression"]
+    (validation,) = spec["validations"]
+    assert validation["expression"] == (
+        "!has(object.spec.selector) || size(object.spec.selector) == 0"
+    )
+    binding = no_selector_policy_binding()
+    assert binding["spec"] == {
+        "policyName": policy["metadata"]["name"],
+        "validationActions": ["Deny"],
+    }
 
 
 def test_proxy_daemonset_shape() -> None:
     settings = parse_settings({**CONFIG, "apiProxyImage": "mirror.example/haproxy:2.6.12"})
     daemonset = proxy_daemonset(settings, "c0ffee", "beef")
-    assert daemonset["metadata"]["namespace"] == "default"
+    assert daemonset["metadata"]["namespace"] == "kube-system"
     template = daemonset["spec"]["template"]
     assert template["metadata"]["labels"] == PROXY_LABELS
     assert daemonset["spec"]["selector"]["matchLabels"] == PROXY_LABELS
     assert set(template["metadata"]["annotations"].values()) == {"c0ffee", "beef"}
     pod = template["spec"]
+    assert pod["hostNetwork"] is True, "the proxy must not wait for the tenant's CNI"
     assert pod["dnsPolicy"] == "Default", "cluster DNS needs the API; the proxy must not need DNS"
     assert pod["tolerations"] == [{"operator": "Exists"}]
+    (init,) = pod["initContainers"]
+    assert init["image"] == "mirror.example/haproxy:2.6.12"
+    assert init["command"] == ["ip", "address", "replace", "172.20.0.1/32", "dev", "lo"]
     (container,) = pod["containers"]
     assert container["image"] == "mirror.example/haproxy:2.6.12"
-    assert container["ports"][0]["containerPort"] == PROXY_PORT
-    assert container["readinessProbe"]["tcpSocket"]["port"] == PROXY_PORT
+    assert "ports" not in container, "host ports would block other pods' 6443 on the node"
+    probe = {"host": "172.20.0.1", "port": PROXY_PORT}
+    assert container["readinessProbe"]["tcpSocket"] == probe
+    assert container["livenessProbe"]["tcpSocket"] == probe
     (tls,) = [v for v in pod["volumes"] if v["name"] == "tls"]
     sources = tls["projected"]["sources"]
     assert [item["path"] for item in sources[0]["secret"]["items"]] == [
@@ -99,6 +155,8 @@ def test_program_wires_config_certificate_and_checksums(run: ProgramRun) -> None
     config_map = tenant_object(run, "ConfigMap", "kubernetes-api-proxy")
     secret = tenant_object(run, "Secret", "kubernetes-api-proxy")
     daemonset = tenant_object(run, "DaemonSet", "kubernetes-api-proxy")
+    # The key lives where only cluster administrators run pods.
+    assert {o["metadata"]["namespace"] for o in (config_map, secret, daemonset)} == {"kube-system"}
     config = config_map["data"]["haproxy.cfg"]
     assert "sni str(api.red.example.com)" in config
     assert secret["type"] == "kubernetes.io/tls"
@@ -109,35 +167,31 @@ def test_program_wires_config_certificate_and_checksums(run: ProgramRun) -> None
         annotations["k8s-on-k8s/serving-cert-sha256"]
         == hashlib.sha256(secret["stringData"]["tls.crt"].encode()).hexdigest()
     )
-    patch = tenant_object(run, "Service", "kubernetes")
-    assert patch["spec"]["selector"] == daemonset["spec"]["template"]["metadata"]["labels"]
-    (resource,) = [
-        r
-        for r in run.objects_through("red-tenant")
-        if r.inputs["kind"] == "Service" and r.inputs["metadata"]["name"] == "kubernetes"
-    ]
-    assert resource.type == "kubernetes:core/v1:ServicePatch", "the apiserver owns the Service"
 
 
-def test_nodes_reaching_the_api_by_address_get_endpoints_and_no_proxy() -> None:
-    run = run_program({**CONFIG, "exposure": "nodePort", "apiAdvertiseAddress": "192.0.2.5"})
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"exposure": "nodePort", "apiAdvertiseAddress": "192.0.2.5"}],
+    ids=["ingress", "nodePort"],
+)
+def test_the_kubernetes_service_is_never_given_a_selector(extra: dict[str, str]) -> None:
+    """No object of the program touches the Service: its endpoints are the program's own
+    Endpoints and EndpointSlice, and the admission policy keeps selectors out."""
+    run = run_program({**CONFIG, **extra})
     tenant = {
-        (o.inputs["kind"], o.inputs["metadata"]["name"]) for o in run.objects_through("red-tenant")
+        (o.inputs["kind"], o.inputs["metadata"]["name"]): o.inputs
+        for o in run.objects_through("red-tenant")
     }
-    assert ("Endpoints", "kubernetes") in tenant
-    assert ("EndpointSlice", "kubernetes") in tenant
-    assert not [key for key in tenant if key[1] == "kubernetes-api-proxy"]
     assert ("Service", "kubernetes") not in tenant
-
-
-def test_the_kubernetes_endpoints_are_let_go_and_the_slice_deleted() -> None:
-    """The endpoints controller recreates `default/kubernetes` at once after a switch to
-    ingress: deleting it would never finish, so Pulumi lets go of it."""
-    import pulumi
-
-    from components.in_cluster_api import handed_over_when_deleted
-
-    base = pulumi.ResourceOptions()
-    assert handed_over_when_deleted("endpoints", base).retain_on_delete is True
-    assert not handed_over_when_deleted("endpointslice", base).retain_on_delete
-    assert not handed_over_when_deleted("proxy-daemonset", base).retain_on_delete
+    address, port = kubernetes_endpoint(parse_settings({**CONFIG, **extra}))
+    endpoints = tenant[("Endpoints", "kubernetes")]
+    assert endpoints["subsets"][0]["addresses"] == [{"ip": address}]
+    endpoint_slice = tenant[("EndpointSlice", "kubernetes")]
+    assert endpoint_slice["endpoints"][0]["addresses"] == [address]
+    assert endpoint_slice["ports"][0]["port"] == port
+    assert endpoint_slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] == (
+        "k8s-on-k8s"
+    )
+    assert ("ValidatingAdmissionPolicy", no_selector_policy()["metadata"]["name"]) in tenant
+    has_proxy = ("DaemonSet", "kubernetes-api-proxy") in tenant
+    assert has_proxy == ("exposure" not in extra)

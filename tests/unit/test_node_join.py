@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import re
 import shutil
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from components.config import parse_settings
 from components.node_join import (
     BOOTSTRAP_TOKEN_TYPE,
+    bootstrap_token_expiration,
     bootstrap_token_secret,
     cluster_configuration,
     cluster_info_kubeconfig,
@@ -431,11 +433,41 @@ def test_kubelet_overrides_reach_the_kubelet_config_map(tmp_path: Path) -> None:
     assert kubelet["cgroupDriver"] == "cgroupfs"
 
 
-def test_expiration_reaches_the_token_secret(tmp_path: Path) -> None:
-    config = {**CONFIG, "bootstrapTokenExpiration": "2031-02-03T04:05:06Z"}
-    run = run_tenant_program(tmp_path, PROGRAM, config, make_ca_pem(), ENDPOINT)
+def test_expiration_reaches_the_token_secret_and_keeps_the_random_parts(tmp_path: Path) -> None:
+    program = PROGRAM.replace("tenant)", "tenant, token_expiration='2031-02-03T04:05:06Z')")
+    run = run_tenant_program(tmp_path, program, CONFIG, make_ca_pem(), ENDPOINT)
     data = by_name(run)["join-bootstrap-token"].inputs["stringData"]
     assert data["expiration"] == "2031-02-03T04:05:06Z"
+    # A new expiry replaces both random parts: a new token, not the old one made longer.
+    for part in ("join-token-id", "join-token-secret"):
+        assert by_name(run)[part].inputs["keepers"] == {"expiration": "2031-02-03T04:05:06Z"}
+
+
+NOW = datetime.datetime(2030, 6, 1, 12, 0, tzinfo=datetime.UTC)
+DAY = 24 * 3600
+
+
+@pytest.mark.parametrize(
+    ("last_deployed", "now", "expected"),
+    [
+        (None, NOW, "2030-06-02T12:00:00Z"),  # first deployment: kubeadm's 24 hours
+        ("", NOW, "2030-06-02T12:00:00Z"),  # tokens never expired before
+        ("2030-06-02T11:00:00Z", NOW, "2030-06-02T11:00:00Z"),  # 23 h left: kept
+        ("2030-06-02T00:00:01Z", NOW, "2030-06-02T00:00:01Z"),  # just over half left: kept
+        ("2030-06-02T00:00:00Z", NOW, "2030-06-02T12:00:00Z"),  # half left: renewed
+        ("2030-06-01T11:00:00Z", NOW, "2030-06-02T12:00:00Z"),  # expired: renewed
+        ("2030-06-09T12:00:00Z", NOW, "2030-06-02T12:00:00Z"),  # the lifetime was shortened
+        ("not a time", NOW, "2030-06-02T12:00:00Z"),
+    ],
+)
+def test_a_token_is_kept_while_more_than_half_its_lifetime_is_left(
+    last_deployed: str | None, now: datetime.datetime, expected: str
+) -> None:
+    assert bootstrap_token_expiration(last_deployed, now, DAY) == expected
+
+
+def test_tokens_that_never_expire_have_no_expiry() -> None:
+    assert bootstrap_token_expiration("2030-06-02T11:00:00Z", NOW, 0) is None
 
 
 def test_create_object_refuses_a_kind_it_does_not_know() -> None:

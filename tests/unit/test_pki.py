@@ -231,7 +231,8 @@ def test_kubernetes_service_proxy_cert_names_what_in_cluster_clients_dial(
             "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local",
         },
-        {"10.96.0.1"},
+        # The ClusterIP, and the proxy's node-local address (host-network clients may dial it).
+        {"10.96.0.1", "172.20.0.1"},
     )
     (secret,) = [
         r

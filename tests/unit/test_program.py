@@ -145,10 +145,22 @@ def test_pods_meet_pod_security_restricted(config: dict[str, str]) -> None:
         assert_restricted(name, pod)
 
 
-def test_the_node_local_api_proxy_meets_pod_security_restricted() -> None:
+def test_the_node_local_api_proxy_is_restricted_but_for_its_address_step() -> None:
+    """The proxy is a tenant-side kube-system pod on the host network (it must not need the
+    CNI); only its init container, which puts the address on loopback, is root with NET_ADMIN.
+    HAProxy itself runs as restricted containers do."""
     run = run_program(CONFIG)
     proxy = run.named("green-in-cluster-api-proxy-daemonset")
-    assert_restricted(proxy.name, proxy.inputs["spec"]["template"]["spec"])
+    assert proxy.inputs["metadata"]["namespace"] == "kube-system"
+    pod = proxy.inputs["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True
+    assert pod["automountServiceAccountToken"] is False
+    assert_restricted(proxy.name, {**pod, "hostNetwork": False})
+    (init,) = pod["initContainers"]
+    context = init["securityContext"]
+    assert context["capabilities"] == {"add": ["NET_ADMIN"], "drop": ["ALL"]}
+    assert context["runAsUser"] == 0 and context["allowPrivilegeEscalation"] is False
+    assert "volumeMounts" not in init, "the root step sees no key"
 
 
 def inputs_by_name(run: ProgramRun) -> dict[tuple[str, str], str]:
@@ -262,18 +274,25 @@ def test_kubernetes_default_leads_to_the_node_port_on_tenant_nodes() -> None:
 def test_ingress_leads_kubernetes_default_to_the_node_local_proxy() -> None:
     run = run_program(CONFIG)
     tenant = {
-        (o.type.split(":")[-1], o.inputs["metadata"]["name"]): o.inputs
+        (
+            o.type.split(":")[-1],
+            o.inputs["metadata"].get("namespace"),
+            o.inputs["metadata"]["name"],
+        ): (o.inputs)
         for o in run.objects_through("green-tenant")
-        if o.inputs["metadata"].get("namespace") == "default"
+        if o.inputs["metadata"]["name"] in ("kubernetes-api-proxy", "kubernetes")
     }
+    # In `default` only the endpoints: nothing there a pod could mount or wear.
     assert set(tenant) == {
-        ("Secret", "kubernetes-api-proxy"),
-        ("ConfigMap", "kubernetes-api-proxy"),
-        ("DaemonSet", "kubernetes-api-proxy"),
-        ("ServicePatch", "kubernetes"),
+        ("Secret", "kube-system", "kubernetes-api-proxy"),
+        ("ConfigMap", "kube-system", "kubernetes-api-proxy"),
+        ("DaemonSet", "kube-system", "kubernetes-api-proxy"),
+        ("Endpoints", "default", "kubernetes"),
+        ("EndpointSlice", "default", "kubernetes"),
     }
-    pod_labels = tenant["DaemonSet", "kubernetes-api-proxy"]["spec"]["template"]["metadata"]
-    assert tenant["ServicePatch", "kubernetes"]["spec"]["selector"] == pod_labels["labels"]
+    endpoint_slice = tenant["EndpointSlice", "default", "kubernetes"]
+    assert endpoint_slice["endpoints"][0]["addresses"] == ["172.20.0.1"]
+    assert endpoint_slice["ports"][0]["port"] == 6443
     deployment = run.named("green-apiserver-deployment").inputs
     command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
     assert "--endpoint-reconciler-type=none" in command

@@ -66,6 +66,9 @@ E2E_CLIENT_IMAGE = "localhost/k8s-on-k8s/e2e-client:v1.37.2"
 # official image's path, under a local name (the stack's `apiProxyImage` in the ingress test).
 HAPROXY = Path("/usr/sbin/haproxy")
 HAPROXY_IMAGE_PATH = "/usr/local/sbin/haproxy"
+# iproute2's `ip`, which the proxy's init container runs (on PATH in the image).
+IP_COMMAND = Path("/usr/bin/ip")
+IP_COMMAND_IMAGE_PATH = "/usr/local/sbin/ip"
 API_PROXY_IMAGE = "localhost/k8s-on-k8s/haproxy:2.6"
 
 # iptables for the kube-proxy image: the nf_tables backend, like the host's `iptables` (Debian
@@ -202,9 +205,10 @@ def _add_with_libraries(files: dict[str, ImageFile], path: str, binary: Path) ->
 
 
 def haproxy_image_files() -> list[ImageFile]:
-    """HAProxy for the proxy image, with every library it links."""
+    """HAProxy and `ip` for the proxy image, with every library they link."""
     files: dict[str, ImageFile] = {}
     _add_with_libraries(files, HAPROXY_IMAGE_PATH, HAPROXY)
+    _add_with_libraries(files, IP_COMMAND_IMAGE_PATH, IP_COMMAND)
     return [files[path] for path in sorted(files)]
 
 
