@@ -45,6 +45,7 @@ DEFAULTS: dict[str, str] = {
     "clusterDomain": "cluster.local",
     "infraClusterDomain": "cluster.local",
     "imageRegistry": "registry.k8s.io",
+    "imageDigests": "",
     "etcdCpuRequest": "100m",
     "etcdMemoryRequest": "256Mi",
     "apiServerCpuRequest": "250m",
@@ -54,7 +55,7 @@ DEFAULTS: dict[str, str] = {
     "schedulerCpuRequest": "50m",
     "schedulerMemoryRequest": "64Mi",
     "apiAdvertiseAddress": "",
-    "apiProxyImage": "haproxy:3.2-alpine",
+    "apiProxyImage": "",
     "apiProxyAddress": "172.20.0.1",
     "bootstrapTokenTtl": "24h",
     "certificateValidityHours": "8760",
@@ -64,6 +65,24 @@ DEFAULTS: dict[str, str] = {
     "konnectivityNodePort": "31132",
     "kubeProxy": "true",
 }
+
+DEFAULT_IMAGE_REGISTRY = "registry.k8s.io"
+# The node-local proxy's image: HAProxy from its official repository, or `haproxy` under a mirror
+# given as imageRegistry (registry.k8s.io itself does not carry it).
+API_PROXY_IMAGE_NAME = "haproxy"
+API_PROXY_IMAGE_TAG = "3.2-alpine"
+PUBLIC_API_PROXY_IMAGE = f"docker.io/library/{API_PROXY_IMAGE_NAME}:{API_PROXY_IMAGE_TAG}"
+# The images taken from imageRegistry, by the name imageDigests pins them with.
+REGISTRY_IMAGES = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kube-proxy",
+    "coredns/coredns",
+    "kas-network-proxy/proxy-server",
+    "kas-network-proxy/proxy-agent",
+)
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _QUANTITY = re.compile(r"^(\d+(\.\d+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
@@ -132,6 +151,8 @@ class ControlPlaneSettings:
     cluster_domain: str
     infra_cluster_domain: str
     image_registry: str
+    # Digests pinned per image of REGISTRY_IMAGES (name -> "sha256:..."); the tag stays readable.
+    image_digests: tuple[tuple[str, str], ...]
     etcd_resources: ResourceRequests
     api_server_resources: ResourceRequests
     controller_manager_resources: ResourceRequests
@@ -166,7 +187,11 @@ class ControlPlaneSettings:
         return str(ipaddress.ip_network(self.service_cidr)[1])
 
     def image(self, name: str, tag: str | None = None) -> str:
-        return f"{self.image_registry}/{name}:{tag or self.release.version}"
+        """`name` from imageRegistry at `tag` (the release by default), pinned by digest when
+        imageDigests names it."""
+        reference = f"{self.image_registry}/{name}:{tag or self.release.version}"
+        digest = dict(self.image_digests).get(name)
+        return f"{reference}@{digest}" if digest else reference
 
 
 @dataclass(frozen=True)
@@ -246,6 +271,20 @@ def _has_tag_or_digest(image: str) -> bool:
     return "@" in image or ":" in image.rsplit("/", 1)[-1]
 
 
+def _image_digests(value: str) -> tuple[tuple[str, str], ...] | None:
+    """`name=sha256:<hex>,…` for images of REGISTRY_IMAGES, each named at most once."""
+    if not value:
+        return ()
+    pairs = []
+    for item in value.split(","):
+        name, _, digest = item.strip().partition("=")
+        if name not in REGISTRY_IMAGES or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            return None
+        pairs.append((name, digest))
+    names = [name for name, _ in pairs]
+    return tuple(sorted(pairs)) if len(set(names)) == len(names) else None
+
+
 def _positive_int(value: str) -> int | None:
     number = int(value)
     return number if number > 0 else None
@@ -292,8 +331,9 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
     )
     api_proxy_image = c.check(
         "apiProxyImage",
-        lambda value: value if _IMAGE.match(value) and _has_tag_or_digest(value) else None,
-        "an image reference with a tag or digest, such as haproxy:3.2-alpine",
+        _empty_or(lambda value: bool(_IMAGE.match(value)) and _has_tag_or_digest(value)),
+        "empty (HAProxy from imageRegistry when that is a mirror, else from Docker Hub) or an "
+        "image reference with a tag or digest, such as haproxy:3.2-alpine",
         "x",
     )
     release = c.check(
@@ -384,6 +424,21 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
         "a registry host with optional port and path, without tag or scheme",
         "x",
     )
+
+    no_digests: tuple[tuple[str, str], ...] = ()
+    image_digests = c.check(
+        "imageDigests",
+        _image_digests,
+        "empty or comma-separated name=sha256:<64 hex digits> pairs, names among "
+        + ", ".join(REGISTRY_IMAGES),
+        no_digests,
+    )
+    if not api_proxy_image:
+        api_proxy_image = (
+            PUBLIC_API_PROXY_IMAGE
+            if image_registry == DEFAULT_IMAGE_REGISTRY
+            else f"{image_registry}/{API_PROXY_IMAGE_NAME}:{API_PROXY_IMAGE_TAG}"
+        )
 
     def requests(component: str) -> ResourceRequests:
         cpu = c.check(
@@ -496,6 +551,7 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
         cluster_domain=cluster_domain,
         infra_cluster_domain=infra_cluster_domain,
         image_registry=image_registry,
+        image_digests=image_digests,
         etcd_resources=etcd_resources,
         api_server_resources=api_server_resources,
         controller_manager_resources=controller_manager_resources,

@@ -270,3 +270,25 @@ def test_certificate_lifetime_and_renewal_window_reach_every_leaf() -> None:
 def test_bootstrap_token_lifetime_is_a_duration_or_zero(value: str, seconds: int) -> None:
     assert parse_settings({"bootstrapTokenTtl": value}).bootstrap_token_ttl_seconds == seconds
     assert parse_settings({}).bootstrap_token_ttl_seconds == 24 * 3600, "kubeadm's default"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "etcd=sha256:abc",  # too short
+        "etcd:sha256:" + "a" * 64,  # no '='
+        "nginx=sha256:" + "a" * 64,  # not one of the program's images
+        f"etcd=sha256:{'a' * 64},etcd=sha256:{'b' * 64}",  # named twice
+    ],
+)
+def test_image_digests_are_refused_unless_well_formed(value: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_settings({"imageDigests": value})
+    assert "k8s-on-k8s:imageDigests" in str(raised.value)
+    assert "kube-apiserver" in str(raised.value), "the message lists the names allowed"
+
+
+def test_an_explicit_proxy_image_is_used_as_given() -> None:
+    image = "mirror.example/haproxy@sha256:" + "c" * 64
+    settings = parse_settings({"imageRegistry": "other.example/k8s", "apiProxyImage": image})
+    assert settings.api_proxy_image == image

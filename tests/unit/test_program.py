@@ -349,3 +349,45 @@ def test_konnectivity_wiring() -> None:
 
 def test_konnectivity_is_off_by_default(run: ProgramRun) -> None:
     assert not [r for r in run.resources if "konnectivity" in r.name]
+
+
+def every_image(value: Any) -> list[str]:
+    """Every container image anywhere in a manifest."""
+    if isinstance(value, dict):
+        found = [value["image"]] if isinstance(value.get("image"), str) else []
+        return found + [image for item in value.values() for image in every_image(item)]
+    if isinstance(value, list):
+        return [image for item in value for image in every_image(item)]
+    return []
+
+
+def images_of(config: dict[str, str]) -> set[str]:
+    run = run_program(config)
+    return {image for r in run.kubernetes_objects() for image in every_image(r.inputs)}
+
+
+@pytest.mark.parametrize("config", [CONFIG, KONNECTIVITY], ids=["ingress", "konnectivity"])
+def test_every_image_follows_the_registry_and_can_be_pinned_by_digest(
+    config: dict[str, str],
+) -> None:
+    from components.config import REGISTRY_IMAGES
+
+    mirror = "mirror.example.com:5000/k8s"
+    digests = {name: "sha256:" + f"{index:x}" * 64 for index, name in enumerate(REGISTRY_IMAGES)}
+    pinned = ",".join(f"{name}={digest}" for name, digest in digests.items())
+    images = images_of({**config, "imageRegistry": mirror, "imageDigests": pinned})
+    assert images, "the program runs containers"
+    for image in images:
+        assert image.startswith(mirror + "/"), image
+        name = image.removeprefix(mirror + "/").split(":")[0]
+        if name == "haproxy":  # the node-local proxy: apiProxyImage, pinned there if wanted
+            assert image == f"{mirror}/haproxy:3.2-alpine"
+            continue
+        assert image.endswith("@" + digests[name]), image
+
+
+def test_images_come_from_their_public_homes_by_default() -> None:
+    images = images_of(CONFIG)
+    assert "docker.io/library/haproxy:3.2-alpine" in images
+    assert {image.split("/")[0] for image in images} == {"registry.k8s.io", "docker.io"}
+    assert not [image for image in images if "@" in image]
