@@ -64,6 +64,7 @@ DEFAULTS: dict[str, str] = {
     "konnectivity": "false",
     "konnectivityNodePort": "31132",
     "kubeProxy": "true",
+    "adminAccess": "true",
 }
 
 DEFAULT_IMAGE_REGISTRY = "registry.k8s.io"
@@ -169,6 +170,8 @@ class ControlPlaneSettings:
     bootstrap_token_ttl_seconds: int
     core_dns: bool
     kube_proxy: bool
+    # The `kubeconfig` output's identity is bound to cluster-admin; false revokes it.
+    admin_access: bool
     konnectivity: bool
     konnectivity_node_port: int  # where agents reach the proxy-server with nodePort exposure
     # Leaf certificates (CAs live 10 years): lifetime, and the window before the end in which a
@@ -481,6 +484,7 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
     )
     core_dns = boolean("coreDns")
     kube_proxy = boolean("kubeProxy")
+    admin_access = boolean("adminAccess")
     token_ttl = c.check(
         "bootstrapTokenTtl",
         _duration_seconds,
@@ -565,6 +569,7 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
         bootstrap_token_ttl_seconds=token_ttl,
         core_dns=core_dns,
         kube_proxy=kube_proxy,
+        admin_access=admin_access,
         konnectivity=konnectivity,
         konnectivity_node_port=konnectivity_node_port,
         certificate_validity_hours=validity_hours,

@@ -6,6 +6,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.addons import CoreDns, KubeProxy
+from components.admin_access import AdminAccess
 from components.apiserver import ApiServer, api_server_labels
 from components.config import ControlPlaneSettings
 from components.controller_manager import ControllerManager
@@ -16,7 +17,7 @@ from components.konnectivity import KonnectivityAgent, agent_endpoint
 from components.kubeconfig import client_certificate_kubeconfig
 from components.names import ObjectNames, labels
 from components.node_join import NodeJoin
-from components.pki import ADMIN_USER, KUBERNETES_SERVICE_PROXY, Pki
+from components.pki import ADMIN_USER, KUBERNETES_SERVICE_PROXY, SUPER_ADMIN_USER, Pki
 from components.scheduler import Scheduler
 from components.workload import secret_of_files
 
@@ -65,31 +66,41 @@ class ControlPlane(pulumi.ComponentResource):
         Scheduler(f"{name}-scheduler", settings, names, pki, provider, opts=after_api_server)
         exposure = Exposure(f"{name}-exposure", settings, names, provider, opts=after_api_server)
 
-        admin = pki.leaves["admin"]
         self.endpoint: pulumi.Output[str] = pulumi.Output.from_input(exposure.endpoint)
-        self.kubeconfig = client_certificate_kubeconfig(
-            cluster_name=names.cluster,
-            server=self.endpoint,
-            ca_cert_pem=pki.ca_cert_pem,
-            user=ADMIN_USER,
-            client_cert_pem=admin.cert_pem,
-            client_key_pem=admin.key_pem,
-        )
-        # The admin kubeconfig also lives in the namespace, for in-cluster tooling of the tenant.
-        secret_of_files(
-            f"{name}-admin-kubeconfig",
-            {
-                "name": names.admin_kubeconfig,
-                "namespace": settings.namespace,
-                "labels": labels(names.cluster, "admin-kubeconfig"),
-            },
-            {"kubeconfig": self.kubeconfig},
-            pulumi.ResourceOptions(parent=self, provider=provider),
-        )
-        # The tenant cluster itself, as its admin; used only once the API is up and exposed.
+
+        def admin_kubeconfig(leaf: str, user: str) -> pulumi.Output[str]:
+            return client_certificate_kubeconfig(
+                cluster_name=names.cluster,
+                server=self.endpoint,
+                ca_cert_pem=pki.ca_cert_pem,
+                user=user,
+                client_cert_pem=pki.leaves[leaf].cert_pem,
+                client_key_pem=pki.leaves[leaf].key_pem,
+            )
+
+        self.kubeconfig = admin_kubeconfig("admin", ADMIN_USER)
+        super_admin_kubeconfig = admin_kubeconfig("super-admin", SUPER_ADMIN_USER)
+        # Both live in the namespace too: the admin for in-cluster tooling of the tenant, the
+        # super-admin as the break-glass credential (no output carries it).
+        for secret_name, component, kubeconfig in (
+            (names.admin_kubeconfig, "admin-kubeconfig", self.kubeconfig),
+            (names.super_admin_kubeconfig, "super-admin-kubeconfig", super_admin_kubeconfig),
+        ):
+            secret_of_files(
+                f"{name}-{component}",
+                {
+                    "name": secret_name,
+                    "namespace": settings.namespace,
+                    "labels": labels(names.cluster, component),
+                },
+                {"kubeconfig": kubeconfig},
+                pulumi.ResourceOptions(parent=self, provider=provider),
+            )
+        # The tenant cluster itself, as its super-admin (which no tenant RBAC change can lock
+        # out); used only once the API is up and exposed.
         self.tenant_provider = k8s.Provider(
             f"{name}-tenant",
-            kubeconfig=self.kubeconfig,
+            kubeconfig=super_admin_kubeconfig,
             # The cluster stays the same when its kubeconfig changes (exposure, apiHost, a
             # renewed admin certificate) or is unknown in a preview: without an identifier,
             # pulumi-kubernetes would replace the provider and every object inside the tenant.
@@ -101,6 +112,7 @@ class ControlPlane(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[api_server, exposure]),
         )
         in_tenant = pulumi.ResourceOptions(parent=self)
+        AdminAccess(f"{name}-admin-access", settings.admin_access, self.tenant_provider, in_tenant)
         InClusterApi(
             f"{name}-in-cluster-api",
             settings,

@@ -54,6 +54,10 @@ class ObjectNames:
     def admin_kubeconfig(self) -> str:
         return f"{self.cluster}-admin-kubeconfig"
 
+    @property
+    def super_admin_kubeconfig(self) -> str:
+        return f"{self.cluster}-super-admin-kubeconfig"
+
     def etcd_member(self, index: int) -> str:
         return f"{self.etcd}-{index}"
 

@@ -31,10 +31,15 @@ CLIENT = ("digital_signature", "client_auth")
 SERVER_AND_CLIENT = ("digital_signature", "server_auth", "client_auth")
 CA_USES = ("cert_signing", "crl_signing", "digital_signature")
 
+# kubeadm's two admin identities (since 1.29). The admin (the `kubeconfig` output) is in a group
+# that a ClusterRoleBinding inside the tenant makes cluster-admin, so deleting the binding
+# revokes it. The super-admin is in system:masters, which needs no binding: the program uses it
+# to reach the tenant (it must work before any binding exists and after one is revoked), and it
+# is kept as the break-glass credential in a Secret of the host namespace, never an output.
 ADMIN_USER = "kubernetes-admin"
-# The admin kubeconfig is the break-glass identity: system:masters needs no RBAC binding, so it
-# works before anything exists in the tenant cluster (kubeadm's super-admin does the same).
-ADMIN_GROUP = "system:masters"
+ADMIN_GROUP = "kubeadm:cluster-admins"
+SUPER_ADMIN_USER = "kubernetes-super-admin"
+SUPER_ADMIN_GROUP = "system:masters"
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,7 @@ def certificate_plan(settings: ControlPlaneSettings, names: ObjectNames) -> list
         CertificateSpec("front-proxy-client", FRONT_PROXY_CA, "front-proxy-client", CLIENT),
         CertificateSpec("etcd-healthcheck-client", ETCD_CA, "kube-etcd-healthcheck-client", CLIENT),
         CertificateSpec("admin", CLUSTER_CA, ADMIN_USER, CLIENT, ADMIN_GROUP),
+        CertificateSpec("super-admin", CLUSTER_CA, SUPER_ADMIN_USER, CLIENT, SUPER_ADMIN_GROUP),
         CertificateSpec("controller-manager", CLUSTER_CA, "system:kube-controller-manager", CLIENT),
         CertificateSpec("scheduler", CLUSTER_CA, "system:kube-scheduler", CLIENT),
     ]

@@ -8,6 +8,7 @@ or etcd StatefulSet, and leave a preview with nothing to do.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import socket
@@ -234,3 +235,52 @@ def test_a_pulumi_up_after_the_token_expired_issues_a_fresh_one(tenant: Tenant) 
         str(tenant.outputs["bootstrapTokenExpiration"]).replace("Z", "+00:00")
     )
     assert (expires - datetime.datetime.now(datetime.UTC)).total_seconds() > 23 * 3600
+
+
+def test_the_admin_kubeconfig_is_revoked_and_restored_while_the_break_glass_works(
+    tenant: Tenant,
+) -> None:
+    """Issue 9: the `kubeconfig` output is kubeadm's revocable admin. `adminAccess: false`
+    takes its rights through `pulumi up`; the super-admin kubeconfig, kept only in the host
+    namespace's Secret, still works; `adminAccess` back on restores the output's rights."""
+    who = json.loads(tenant.kubectl("auth", "whoami", "-o", "json").stdout)["status"]["userInfo"]
+    assert who["username"] == "kubernetes-admin"
+    assert "kubeadm:cluster-admins" in who["groups"] and "system:masters" not in who["groups"]
+
+    secret = tenant.infra.kubectl_json(
+        "get",
+        "secret",
+        "-n",
+        tenant.infra.namespace,
+        f"{CLUSTER}-super-admin-kubeconfig",
+        tenant=True,
+    )
+    break_glass = tenant.kubeconfig.parent / "super-admin-kubeconfig"
+    break_glass.write_bytes(base64.b64decode(secret["data"]["kubeconfig"]))
+    break_glass.chmod(0o600)
+    assert "super-admin" not in json.dumps(
+        {k: v for k, v in tenant.outputs.items() if isinstance(v, str)}
+    ), "no output carries the super-admin"
+
+    def as_super_admin(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(tenant.infra.kubectl_path), f"--kubeconfig={break_glass}", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    revoked = tenant.update({**tenant.config, "adminAccess": "false"})
+    assert f"{CLUSTER}-admin-access-cluster-admins" in revoked.named("delete")
+    denied = tenant.kubectl("get", "namespaces", check=False)
+    assert denied.returncode != 0 and "forbidden" in denied.stderr, denied.stderr
+    listed = as_super_admin("get", "namespace", "kube-system", "-o", "name")
+    assert listed.stdout.strip() == "namespace/kube-system", listed.stderr
+    gone = as_super_admin("get", "clusterrolebinding", "kubeadm:cluster-admins")
+    assert gone.returncode != 0 and "NotFound" in gone.stderr, gone.stderr
+
+    restored = {key: value for key, value in tenant.config.items() if key != "adminAccess"}
+    tenant.update(restored)
+    listed = tenant.kubectl("get", "namespace", "kube-system", "-o", "name")
+    assert listed.stdout.strip() == "namespace/kube-system"

@@ -306,7 +306,8 @@ def test_kubeconfig_output_parses_and_its_client_is_signed_by_the_cluster_ca(
     client = x509.load_pem_x509_certificate(base64.b64decode(user["client-certificate-data"]))
     client.verify_directly_issued_by(ca)
     assert common_name(client) == "kubernetes-admin"
-    assert organizations(client) == ["system:masters"]
+    # kubeadm's revocable admin: cluster-admin only through a binding in the tenant.
+    assert organizations(client) == ["kubeadm:cluster-admins"]
     key = serialization.load_pem_private_key(base64.b64decode(user["client-key-data"]), None)
     assert key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.harness import MockState, ProgramRun, run_program
 
@@ -68,10 +69,52 @@ def test_every_object_goes_through_one_of_the_two_explicit_providers(run: Progra
     assert sorted(p.name for p in providers) == ["green-tenant", "infra"]
     infra, tenant = run.objects_through("infra"), run.objects_through("green-tenant")
     assert len(infra) + len(tenant) == len(run.kubernetes_objects())
-    # The tenant provider is the tenant's own API, reached with the admin kubeconfig.
+    # The tenant provider is the tenant's own API, reached with the super-admin kubeconfig (kept
+    # in the namespace's break-glass Secret), not the revocable admin one of the output.
     tenant_provider = next(p for p in providers if p.name == "green-tenant")
-    assert tenant_provider.inputs["kubeconfig"] == run.outputs["kubeconfig"]
+    (break_glass,) = [
+        o.inputs
+        for o in infra
+        if o.inputs["kind"] == "Secret"
+        and o.inputs["metadata"]["name"] == "green-super-admin-kubeconfig"
+    ]
+    assert tenant_provider.inputs["kubeconfig"] == break_glass["stringData"]["kubeconfig"]
+    assert tenant_provider.inputs["kubeconfig"] != run.outputs["kubeconfig"]
     assert "kubeconfig" in tenant_provider.secret_paths
+
+
+def test_the_admin_kubeconfig_is_revocable_and_the_super_admin_is_no_output() -> None:
+    """kubeadm's split: the output's identity (group kubeadm:cluster-admins) is cluster-admin
+    through a ClusterRoleBinding in the tenant, which adminAccess=false removes; the
+    system:masters identity appears in no output."""
+    import base64
+
+    from cryptography import x509
+
+    def groups(kubeconfig: str) -> list[str]:
+        user = yaml.safe_load(kubeconfig)["users"][0]["user"]
+        cert = x509.load_pem_x509_certificate(base64.b64decode(user["client-certificate-data"]))
+        names = cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
+        return [str(name.value) for name in names]
+
+    granted = run_program(CONFIG)
+    assert groups(granted.outputs["kubeconfig"]) == ["kubeadm:cluster-admins"]
+    (binding,) = [
+        o.inputs
+        for o in granted.objects_through("green-tenant")
+        if o.inputs["kind"] == "ClusterRoleBinding"
+        and o.inputs["metadata"]["name"] == "kubeadm:cluster-admins"
+    ]
+    assert binding["roleRef"]["name"] == "cluster-admin"
+    assert binding["subjects"] == [
+        {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "kubeadm:cluster-admins"}
+    ]
+    for name, value in granted.outputs.items():
+        if isinstance(value, str) and "client-certificate-data" in value:
+            assert "system:masters" not in groups(value), name
+    revoked = run_program({**CONFIG, "adminAccess": "false"})
+    names = {o.inputs["metadata"]["name"] for o in revoked.objects_through("green-tenant")}
+    assert "kubeadm:cluster-admins" not in names
 
 
 def test_outputs(run: ProgramRun) -> None:
@@ -242,6 +285,7 @@ def test_one_component_per_concern_and_names_derived_from_the_cluster(run: Progr
         "green-coredns": "k8s-on-k8s:index:CoreDns",
         "green-kube-proxy": "k8s-on-k8s:index:KubeProxy",
         "green-in-cluster-api": "k8s-on-k8s:index:InClusterApi",
+        "green-admin-access": "k8s-on-k8s:index:AdminAccess",
     }
     for resource in run.resources:
         if resource.type in ("pulumi:providers:kubernetes", "pulumi:pulumi:StackReference"):
