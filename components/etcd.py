@@ -1,8 +1,8 @@
 """Etcd: the control plane's datastore as a StatefulSet with mutual TLS for clients and peers.
 
 Members find each other through a headless Service that publishes not-ready addresses, so a
-new cluster can bootstrap before any member is Ready. Each member reads its own certificate
-from the shared Secret by its pod name.
+new cluster can bootstrap before any member is Ready. All members share one serving and one
+peer certificate (components/pki.py says why).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pulumi_random as random
 
 from components.config import ControlPlaneSettings
 from components.names import ObjectNames, labels
-from components.pki import ETCD_CA, Pki, etcd_peer_cert_name, etcd_server_cert_name
+from components.pki import ETCD_CA, ETCD_PEER, ETCD_SERVER, Pki
 from components.podspec import (
     Manifest,
     container_security_context,
@@ -89,12 +89,12 @@ def etcd_command(settings: ControlPlaneSettings, names: ObjectNames) -> list[str
         f"--initial-cluster={initial_cluster}",
         "--initial-cluster-state=new",
         f"--initial-cluster-token={names.cluster}-{names.namespace}-$({DATA_GENERATION_ENV})",
-        f"--cert-file={PKI_DIR}/$(POD_NAME)-server.crt",
-        f"--key-file={PKI_DIR}/$(POD_NAME)-server.key",
+        f"--cert-file={PKI_DIR}/server.crt",
+        f"--key-file={PKI_DIR}/server.key",
         "--client-cert-auth=true",
         f"--trusted-ca-file={PKI_DIR}/ca.crt",
-        f"--peer-cert-file={PKI_DIR}/$(POD_NAME)-peer.crt",
-        f"--peer-key-file={PKI_DIR}/$(POD_NAME)-peer.key",
+        f"--peer-cert-file={PKI_DIR}/peer.crt",
+        f"--peer-key-file={PKI_DIR}/peer.key",
         "--peer-client-cert-auth=true",
         f"--peer-trusted-ca-file={PKI_DIR}/ca.crt",
         "--snapshot-count=10000",
@@ -234,13 +234,9 @@ class Etcd(pulumi.ComponentResource):
             return {"name": object_name, "namespace": namespace, "labels": etcd_labels(names)}
 
         files: dict[str, pulumi.Input[str]] = {"ca.crt": pki.cas[ETCD_CA].cert_pem}
-        for member in names.etcd_members(settings.etcd_replicas):
-            for cert_name in (etcd_server_cert_name(member), etcd_peer_cert_name(member)):
-                files[f"{cert_name}.crt"] = pki.leaves[cert_name].cert_pem
-                files[f"{cert_name}.key"] = pki.leaves[cert_name].key_pem
-        healthcheck = pki.leaves["etcd-healthcheck-client"]
-        files["healthcheck-client.crt"] = healthcheck.cert_pem
-        files["healthcheck-client.key"] = healthcheck.key_pem
+        for stem, leaf in (("server", ETCD_SERVER), ("peer", ETCD_PEER)):
+            files[f"{stem}.crt"] = pki.leaves[leaf].cert_pem
+            files[f"{stem}.key"] = pki.leaves[leaf].key_pem
         secret = secret_of_files(f"{name}-pki", metadata(etcd_secret_name(names)), files, child)
         # Given once per stack and never replaced (random resources replace only when their
         # inputs change): see etcd_data_dir.

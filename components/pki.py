@@ -1,10 +1,10 @@
 """Pki: the control plane's certificate authorities, leaf certificates and service-account key.
 
 The set mirrors kubeadm's certs phase (cmd/kubeadm/app/phases/certs): three CAs, the apiserver
-serving and client certificates, one etcd server and peer certificate per member, and the client
-identities of the admin, the controller-manager and the scheduler. `certificate_plan` says what
-each certificate holds and is tested directly; the component only turns the plan into
-pulumi-tls resources.
+serving and client certificates, one etcd server and one peer certificate for all members, and
+the client identities of the admins, the controller-manager and the scheduler.
+`certificate_plan` says what each certificate holds and is tested directly; the component only
+turns the plan into pulumi-tls resources.
 """
 
 from __future__ import annotations
@@ -87,12 +87,13 @@ def kubernetes_service_dns_names(settings: ControlPlaneSettings) -> list[str]:
     ]
 
 
-def etcd_server_cert_name(member: str) -> str:
-    return f"{member}-server"
-
-
-def etcd_peer_cert_name(member: str) -> str:
-    return f"{member}-peer"
+# One serving and one peer certificate shared by every etcd member (as Kamaji does), not one
+# per member: a StatefulSet has one pod template, so per-member keys would sit in every member's
+# Secret anyway, and members accept any peer certificate of the etcd CA, so separate keys would
+# isolate nothing. Each names every member explicitly (etcd checks a peer's address against
+# the DNS names of its certificate by forward lookup; wildcards would need reverse DNS).
+ETCD_SERVER = "etcd-server"
+ETCD_PEER = "etcd-peer"
 
 
 def api_server_sans(
@@ -128,7 +129,6 @@ def certificate_plan(settings: ControlPlaneSettings, names: ObjectNames) -> list
         ),
         CertificateSpec("apiserver-etcd-client", ETCD_CA, "kube-apiserver-etcd-client", CLIENT),
         CertificateSpec("front-proxy-client", FRONT_PROXY_CA, "front-proxy-client", CLIENT),
-        CertificateSpec("etcd-healthcheck-client", ETCD_CA, "kube-etcd-healthcheck-client", CLIENT),
         CertificateSpec("admin", CLUSTER_CA, ADMIN_USER, CLIENT, ADMIN_GROUP),
         CertificateSpec("super-admin", CLUSTER_CA, SUPER_ADMIN_USER, CLIENT, SUPER_ADMIN_GROUP),
         CertificateSpec("controller-manager", CLUSTER_CA, "system:kube-controller-manager", CLIENT),
@@ -140,30 +140,33 @@ def certificate_plan(settings: ControlPlaneSettings, names: ObjectNames) -> list
         plan.append(kubernetes_service_proxy_cert(settings))
     local_dns, local_ips = ("localhost",), ("127.0.0.1", "::1")
     client_service_dns = tuple(names.service_dns_names(names.etcd))
-    for member in names.etcd_members(settings.etcd_replicas):
-        member_dns = tuple(names.etcd_member_dns_names(member))
-        plan.append(
-            CertificateSpec(
-                etcd_server_cert_name(member),
-                ETCD_CA,
-                member,
-                SERVER_AND_CLIENT,
-                None,
-                (*member_dns, *client_service_dns, *local_dns),
-                local_ips,
-            )
+    members_dns = tuple(
+        dns
+        for member in names.etcd_members(settings.etcd_replicas)
+        for dns in names.etcd_member_dns_names(member)
+    )
+    plan.append(
+        CertificateSpec(
+            ETCD_SERVER,
+            ETCD_CA,
+            names.etcd,
+            SERVER_AND_CLIENT,
+            None,
+            (*members_dns, *client_service_dns, *local_dns),
+            local_ips,
         )
-        plan.append(
-            CertificateSpec(
-                etcd_peer_cert_name(member),
-                ETCD_CA,
-                member,
-                SERVER_AND_CLIENT,
-                None,
-                (*member_dns, *local_dns),
-                local_ips,
-            )
+    )
+    plan.append(
+        CertificateSpec(
+            ETCD_PEER,
+            ETCD_CA,
+            names.etcd,
+            SERVER_AND_CLIENT,
+            None,
+            (*members_dns, *local_dns),
+            local_ips,
         )
+    )
     return plan
 
 

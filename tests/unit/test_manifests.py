@@ -124,7 +124,8 @@ def test_etcd_flags_form_one_cluster_with_mutual_tls() -> None:
     }
     assert f["client-cert-auth"] == f["peer-client-cert-auth"] == "true"
     assert f["name"] == "$(POD_NAME)"
-    assert f["cert-file"] == "/etc/etcd/pki/$(POD_NAME)-server.crt"
+    assert f["cert-file"] == "/etc/etcd/pki/server.crt"
+    assert f["peer-cert-file"] == "/etc/etcd/pki/peer.crt"
     # A directory of this stack's own on the volume, and a token no other generation shares.
     assert f["data-dir"] == "/var/lib/etcd/data-$(DATA_GENERATION)"
     assert f["initial-cluster-token"] == "red-ns1-$(DATA_GENERATION)"

@@ -145,14 +145,6 @@ LEAVES = [
         {ExtendedKeyUsageOID.CLIENT_AUTH},
     ),
     (
-        ETCD,
-        "healthcheck-client.crt",
-        "etcd-ca.crt",
-        "kube-etcd-healthcheck-client",
-        [],
-        {ExtendedKeyUsageOID.CLIENT_AUTH},
-    ),
-    (
         "kubernetes-api-proxy",  # in the tenant cluster: the node-local proxy (exposure ingress)
         "tls.crt",
         "ca.crt",
@@ -163,13 +155,12 @@ LEAVES = [
     *[
         (
             ETCD,
-            f"blue-etcd-{i}-{kind}.crt",
+            f"{kind}.crt",
             "etcd-ca.crt",
-            f"blue-etcd-{i}",
+            "blue-etcd",
             [],
             {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH},
         )
-        for i in range(3)
         for kind in ("server", "peer")
     ],
 ]
@@ -252,16 +243,34 @@ def test_no_proxy_cert_when_nodes_reach_the_api_by_address() -> None:
     assert "kubernetes-service-proxy" not in {s.name for s in certificate_plan(settings, names)}
 
 
-def test_etcd_member_certs_name_only_that_member(certificates: dict[str, x509.Certificate]) -> None:
+def test_etcd_members_share_one_server_and_one_peer_cert_naming_each_member(
+    certificates: dict[str, x509.Certificate],
+) -> None:
+    peer_dns, peer_ips = sans(cert(certificates, ETCD, "peer.crt"))
+    server_dns, server_ips = sans(cert(certificates, ETCD, "server.crt"))
     for i in range(3):
-        dns, ips = sans(cert(certificates, ETCD, f"blue-etcd-{i}-peer.crt"))
-        assert f"blue-etcd-{i}.blue-etcd-peer.tenant-blue.svc.cluster.local" in dns
-        assert f"blue-etcd-{i}.blue-etcd-peer" in dns
-        others = {f"blue-etcd-{j}" for j in range(3) if j != i}
-        assert not any(name.split(".")[0] in others for name in dns)
-        assert {"127.0.0.1", "::1"} <= ips
-        server_dns, _ = sans(cert(certificates, ETCD, f"blue-etcd-{i}-server.crt"))
-        assert "blue-etcd.tenant-blue.svc.cluster.local" in server_dns  # the client Service
+        for dns in (peer_dns, server_dns):
+            assert f"blue-etcd-{i}.blue-etcd-peer.tenant-blue.svc.cluster.local" in dns
+            assert f"blue-etcd-{i}.blue-etcd-peer" in dns
+    assert not [name for name in peer_dns | server_dns if "*" in name], "etcd checks by lookup"
+    assert {"127.0.0.1", "::1"} <= peer_ips & server_ips
+    assert "blue-etcd.tenant-blue.svc.cluster.local" in server_dns  # the client Service
+    assert "blue-etcd.tenant-blue.svc.cluster.local" not in peer_dns
+
+
+def test_the_etcd_secret_holds_two_key_pairs_and_no_unused_client(run: ProgramRun) -> None:
+    (secret,) = [
+        r.inputs
+        for r in run.of_type("kubernetes:core/v1:Secret")
+        if r.inputs["metadata"]["name"] == ETCD
+    ]
+    assert set(secret["stringData"]) == {
+        "ca.crt",
+        "server.crt",
+        "server.key",
+        "peer.crt",
+        "peer.key",
+    }
 
 
 def test_controller_manager_and_scheduler_identities(run: ProgramRun) -> None:
@@ -349,13 +358,13 @@ def test_plan_uses_an_ip_host_as_ip_san() -> None:
     assert all(ipaddress.ip_address(ip) for ip in ips)
 
 
-def test_plan_has_one_server_and_one_peer_cert_per_member() -> None:
+def test_plan_has_one_server_and_one_peer_cert_whatever_the_member_count() -> None:
     for members in (1, 3):
         settings = parse_settings({"etcdReplicas": str(members)})
         names = ObjectNames(
             settings.cluster_name, settings.namespace, settings.infra_cluster_domain
         )
         plan = [spec.name for spec in certificate_plan(settings, names)]
-        assert sum(name.endswith("-server") for name in plan) == members
-        assert sum(name.endswith("-peer") for name in plan) == members
+        assert [name for name in plan if name.startswith("etcd-")] == ["etcd-server", "etcd-peer"]
+        assert "etcd-healthcheck-client" not in plan, "issued only if something used it"
         assert len(plan) == len(set(plan))
