@@ -34,7 +34,6 @@ from components.workload import disruption_budget, rolled_on_change, secret_of_f
 SECURE_PORT = API_SERVER_PORT
 PKI_DIR = "/etc/kubernetes/pki"
 AUDIT_POLICY_DIR = "/etc/kubernetes/audit"
-AUDIT_LOG_DIR = "/var/log/kubernetes/audit"
 COMPONENT = "kube-apiserver"
 ENCRYPTION_CONFIG_FILE = "encryption-config.yaml"
 # The key name inside the EncryptionConfiguration; a rotation adds a second key before it.
@@ -133,10 +132,9 @@ def api_server_command(settings: ControlPlaneSettings, names: ObjectNames) -> li
         f"--service-cluster-ip-range={settings.service_cidr}",
         f"--encryption-provider-config={pki}/{ENCRYPTION_CONFIG_FILE}",
         f"--audit-policy-file={AUDIT_POLICY_DIR}/policy.yaml",
-        f"--audit-log-path={AUDIT_LOG_DIR}/audit.log",
-        "--audit-log-maxage=7",
-        "--audit-log-maxbackup=2",
-        "--audit-log-maxsize=20",
+        # To the container's stdout: the operator reads it with `kubectl logs` (and whatever
+        # collects the infrastructure cluster's logs); the kubelet rotates it.
+        "--audit-log-path=-",
         "--profiling=false",
         # A rollout drops no request: a terminating apiserver keeps serving while the Service,
         # NodePort and ingress drop it, then answers 429 with Retry-After (client-go retries).
@@ -167,7 +165,6 @@ def api_server_deployment_spec(settings: ControlPlaneSettings, names: ObjectName
         "volumeMounts": [
             mount("pki", PKI_DIR),
             mount("audit-policy", AUDIT_POLICY_DIR),
-            mount("audit-log", AUDIT_LOG_DIR, read_only=False),
             mount("tmp", "/tmp", read_only=False),
         ],
         "startupProbe": https_probe("/livez", SECURE_PORT, failures=30),
@@ -185,7 +182,6 @@ def api_server_deployment_spec(settings: ControlPlaneSettings, names: ObjectName
     volumes = [
         secret_volume("pki", api_server_secret_name(names)),
         config_map_volume("audit-policy", audit_policy_config_map_name(names)),
-        empty_dir_volume("audit-log", "128Mi"),
         empty_dir_volume("tmp", "16Mi"),
     ]
     return deployment_spec(selector, settings.api_server_replicas, container, volumes)

@@ -20,6 +20,7 @@ from tests.e2e.tenant import (
     NODE_PORT,
     Tenant,
     all_pods_ready,
+    component_pods,
     expected_pod_count,
     is_ready,
     pods,
@@ -83,6 +84,43 @@ def test_kubeconfig_output_lists_creates_and_reads(tenant: Tenant) -> None:
         tenant.kubectl("get", "configmap", "e2e-proof", "-n", "default", "-o", "json").stdout
     )
     assert read["data"] == {"written": "before-etcd-restart"}
+
+
+def audit_events(infra: InfraCluster) -> list[dict[str, Any]]:
+    """The audit events on the apiservers' stdout, as the operator reads them."""
+    events = []
+    for pod in component_pods(infra, "kube-apiserver"):
+        logs = infra.kubectl(
+            "logs",
+            "-n",
+            infra.namespace,
+            pod["metadata"]["name"],
+            "-c",
+            "kube-apiserver",
+            tenant=True,
+        ).stdout
+        for line in logs.splitlines():
+            if '"audit.k8s.io/v1"' in line:
+                events.append(json.loads(line))
+    return events
+
+
+def test_the_audit_log_is_readable_with_kubectl_logs(tenant: Tenant) -> None:
+    """Issue 9: the audit log goes to the apiserver container's stdout, at Metadata level."""
+
+    def creation_of_the_proof() -> list[dict[str, Any]]:
+        return [
+            event
+            for event in audit_events(tenant.infra)
+            if event.get("verb") == "create"
+            and event.get("objectRef", {}).get("name") == "e2e-proof"
+            and event.get("stage") == "ResponseComplete"
+        ]
+
+    (event, *_) = wait_for("the ConfigMap's creation in the audit log", creation_of_the_proof, 30)
+    assert event["user"]["username"] == "kubernetes-admin"
+    assert event["level"] == "Metadata"
+    assert "requestObject" not in event and "responseObject" not in event
 
 
 def test_controller_manager_and_scheduler_hold_their_leases(tenant: Tenant) -> None:

@@ -69,6 +69,8 @@ def test_apiserver_flags() -> None:
         "client-ca-file",
     ):
         assert f[required], required
+    # The audit log goes to stdout, where `kubectl logs` reads it (not an unreadable emptyDir).
+    assert f["audit-log-path"] == "-"
     # Every mode: the pod IPs mean nothing on tenant nodes (components/in_cluster_api).
     assert f["endpoint-reconciler-type"] == "none"
     # Rollouts: keep serving while Services and the ingress drop the pod, then ask to retry.
