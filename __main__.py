@@ -7,16 +7,18 @@ import pulumi_kubernetes as k8s
 
 from components.config import load_settings
 from components.controlplane import ControlPlane
+from components.fixed_settings import ENCRYPTION_KEYS_OUTPUT, check_fixed_settings
 from components.fixed_settings import OUTPUT_NAME as FIXED_SETTINGS_OUTPUT
-from components.fixed_settings import check_fixed_settings
 from components.last_deployment import last_deployed_outputs
 from components.node_join import TOKEN_EXPIRATION_OUTPUT, bootstrap_token_expiration
 
 # Validation happens here, before the first resource is registered: the config itself, then
 # what may not change against this stack's last deployment.
 settings, infra = load_settings()
-last_deployed = last_deployed_outputs(FIXED_SETTINGS_OUTPUT, TOKEN_EXPIRATION_OUTPUT)
-fixed_settings = check_fixed_settings(settings, last_deployed.get(FIXED_SETTINGS_OUTPUT))
+last_deployed = last_deployed_outputs(
+    FIXED_SETTINGS_OUTPUT, ENCRYPTION_KEYS_OUTPUT, TOKEN_EXPIRATION_OUTPUT
+)
+fixed_settings = check_fixed_settings(settings, last_deployed)
 # The node bootstrap token: kept while more than half its lifetime is left, else issued anew.
 token_expiration = bootstrap_token_expiration(
     last_deployed.get(TOKEN_EXPIRATION_OUTPUT),
@@ -51,4 +53,5 @@ pulumi.export("bootstrapKubeconfig", control_plane.bootstrap_kubeconfig)
 # Read back by the next `pulumi up` (components/last_deployment.py). The expiry is empty when
 # tokens never expire.
 pulumi.export(FIXED_SETTINGS_OUTPUT, fixed_settings)
+pulumi.export(ENCRYPTION_KEYS_OUTPUT, list(settings.encryption_keys))
 pulumi.export(TOKEN_EXPIRATION_OUTPUT, token_expiration or "")

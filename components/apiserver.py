@@ -36,8 +36,8 @@ PKI_DIR = "/etc/kubernetes/pki"
 AUDIT_POLICY_DIR = "/etc/kubernetes/audit"
 COMPONENT = "kube-apiserver"
 ENCRYPTION_CONFIG_FILE = "encryption-config.yaml"
-# The key name inside the EncryptionConfiguration; a rotation adds a second key before it.
-ENCRYPTION_KEY_NAME = "key1"
+# The first key's name (secretsEncryptionKeys' default); a rotation adds keys under new names.
+FIRST_ENCRYPTION_KEY = "key1"
 
 
 def api_server_labels(names: ObjectNames) -> dict[str, str]:
@@ -52,8 +52,11 @@ def audit_policy_config_map_name(names: ObjectNames) -> str:
     return f"{names.api_server}-audit-policy"
 
 
-def encryption_configuration(key_base64: str) -> str:
-    """Secrets are written with AES-CBC; `identity` last so data from before still reads."""
+def encryption_configuration(keys: list[tuple[str, str]]) -> str:
+    """Secrets at rest: secretbox (XSalsa20-Poly1305) writes with the first key and reads with
+    every key; aescbc with the same keys only reads (what earlier versions of this program
+    wrote); `identity` last, so data from before encryption still reads."""
+    entries = [{"name": name, "secret": key_base64} for name, key_base64 in keys]
     document = {
         "apiVersion": "apiserver.config.k8s.io/v1",
         "kind": "EncryptionConfiguration",
@@ -61,13 +64,20 @@ def encryption_configuration(key_base64: str) -> str:
             {
                 "resources": ["secrets"],
                 "providers": [
-                    {"aescbc": {"keys": [{"name": ENCRYPTION_KEY_NAME, "secret": key_base64}]}},
+                    {"secretbox": {"keys": entries}},
+                    {"aescbc": {"keys": entries}},
                     {"identity": {}},
                 ],
             }
         ],
     }
     return yaml.safe_dump(document, sort_keys=False)
+
+
+def encryption_key_resource_name(component: str, key_name: str) -> str:
+    """The first key keeps the resource name it always had, so it is never replaced."""
+    suffix = "" if key_name == FIRST_ENCRYPTION_KEY else f"-{key_name}"
+    return f"{component}-encryption-key{suffix}"
 
 
 def audit_policy() -> str:
@@ -212,20 +222,27 @@ class ApiServer(pulumi.ComponentResource):
         def metadata(object_name: str) -> Manifest:
             return {"name": object_name, "namespace": namespace, "labels": api_server_labels(names)}
 
-        # 32 random bytes: the AES-256 key of the Secrets at rest. Never replaced by an update:
-        # a new key would leave every stored Secret unreadable.
-        encryption_key = random.RandomBytes(
-            f"{name}-encryption-key",
-            length=32,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
+        # 32 random bytes per key of the Secrets at rest. Never replaced by an update (a new key
+        # would leave every stored Secret unreadable); a rotation adds one under a new name.
+        encryption_keys = [
+            random.RandomBytes(
+                encryption_key_resource_name(name, key_name),
+                length=32,
+                opts=pulumi.ResourceOptions(parent=self),
+            ).base64
+            for key_name in settings.encryption_keys
+        ]
         files: dict[str, pulumi.Input[str]] = {
             "ca.crt": pki.cas[CLUSTER_CA].cert_pem,
             "etcd-ca.crt": pki.cas[ETCD_CA].cert_pem,
             "front-proxy-ca.crt": pki.cas[FRONT_PROXY_CA].cert_pem,
             "sa.pub": pki.service_account_public_key_pem,
             "sa.key": pki.service_account_private_key_pem,
-            ENCRYPTION_CONFIG_FILE: encryption_key.base64.apply(encryption_configuration),
+            ENCRYPTION_CONFIG_FILE: pulumi.Output.all(*encryption_keys).apply(
+                lambda keys: encryption_configuration(
+                    list(zip(settings.encryption_keys, keys, strict=True))
+                )
+            ),
         }
         for leaf in (
             "apiserver",

@@ -65,6 +65,7 @@ DEFAULTS: dict[str, str] = {
     "konnectivityNodePort": "31132",
     "kubeProxy": "true",
     "adminAccess": "true",
+    "secretsEncryptionKeys": "key1",
 }
 
 DEFAULT_IMAGE_REGISTRY = "registry.k8s.io"
@@ -172,6 +173,8 @@ class ControlPlaneSettings:
     kube_proxy: bool
     # The `kubeconfig` output's identity is bound to cluster-admin; false revokes it.
     admin_access: bool
+    # Names of the keys that encrypt Secrets at rest: the first writes, every one reads.
+    encryption_keys: tuple[str, ...]
     konnectivity: bool
     konnectivity_node_port: int  # where agents reach the proxy-server with nodePort exposure
     # Leaf certificates (CAs live 10 years): lifetime, and the window before the end in which a
@@ -286,6 +289,12 @@ def _image_digests(value: str) -> tuple[tuple[str, str], ...] | None:
         pairs.append((name, digest))
     names = [name for name, _ in pairs]
     return tuple(sorted(pairs)) if len(set(names)) == len(names) else None
+
+
+def _key_names(value: str) -> tuple[str, ...] | None:
+    names = tuple(name.strip() for name in value.split(","))
+    valid = all(len(name) <= 20 and _DNS_LABEL.match(name) for name in names)
+    return names if valid and len(set(names)) == len(names) else None
 
 
 def _positive_int(value: str) -> int | None:
@@ -485,6 +494,14 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
     core_dns = boolean("coreDns")
     kube_proxy = boolean("kubeProxy")
     admin_access = boolean("adminAccess")
+    first_key: tuple[str, ...] = ("key1",)
+    encryption_keys = c.check(
+        "secretsEncryptionKeys",
+        _key_names,
+        "one or more distinct key names (lowercase letters, digits, '-'; at most 20 characters), "
+        "comma-separated, the one that writes first, such as key1 or key2,key1",
+        first_key,
+    )
     token_ttl = c.check(
         "bootstrapTokenTtl",
         _duration_seconds,
@@ -570,6 +587,7 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
         core_dns=core_dns,
         kube_proxy=kube_proxy,
         admin_access=admin_access,
+        encryption_keys=encryption_keys,
         konnectivity=konnectivity,
         konnectivity_node_port=konnectivity_node_port,
         certificate_validity_hours=validity_hours,

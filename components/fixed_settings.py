@@ -99,21 +99,52 @@ def refused_changes(previous: Mapping[str, str] | None, requested: Mapping[str, 
     return refusals
 
 
+ENCRYPTION_KEYS_OUTPUT = "secretsEncryptionKeys"
+
+
+def refused_key_changes(previous: object, requested: tuple[str, ...]) -> list[str]:
+    """The Secrets-at-rest keys change in steps, because the apiservers roll one by one and an
+    old one must read what a new one writes, and the other way round: a key reads in one
+    deployment before it writes in the next, and the key that wrote keeps reading for one more."""
+    if not isinstance(previous, list) or not previous:
+        return []
+    before = [str(name) for name in previous]
+    key = f"{PROJECT}:secretsEncryptionKeys"
+    current, wanted = ",".join(before), ",".join(requested)
+    refusals = []
+    if requested[0] not in before:
+        refusals.append(
+            f"{key} cannot start writing with a key the apiservers cannot read yet: it is "
+            f"{current!r}, {wanted!r} was requested; add {requested[0]!r} after the others "
+            f"first ({current},{requested[0]}), pulumi up, then move it to the front"
+        )
+    if before[0] not in requested:
+        refusals.append(
+            f"{key} cannot drop the key that writes now: it is {current!r}, {wanted!r} was "
+            f"requested; keep {before[0]!r} as a read key ({','.join([*requested, before[0]])}) "
+            "for this pulumi up, rewrite every Secret (kubectl get secrets -A -o json | kubectl "
+            "replace -f -), then drop it"
+        )
+    return refusals
+
+
 def check_fixed_settings(
-    settings: ControlPlaneSettings, last_deployed: Mapping[str, Any] | None
+    settings: ControlPlaneSettings, last_deployed: Mapping[str, Any]
 ) -> dict[str, str]:
     """Raise ConfigError for every refused change against `last_deployed` (this stack's last
-    `fixedSettings` output, None before the first deployment); return what to export for the
+    outputs, empty before the first deployment); return the `fixedSettings` to export for the
     next run."""
     from components.config import ConfigError
 
     requested = fixed_settings(settings)
-    previous = (
-        {str(k): str(v) for k, v in last_deployed.items()}
-        if isinstance(last_deployed, Mapping)
-        else None
+    previous = last_deployed.get(OUTPUT_NAME)
+    refusals = refused_changes(
+        {str(k): str(v) for k, v in previous.items()} if isinstance(previous, Mapping) else None,
+        requested,
     )
-    refusals = refused_changes(previous, requested)
+    refusals += refused_key_changes(
+        last_deployed.get(ENCRYPTION_KEYS_OUTPUT), settings.encryption_keys
+    )
     if refusals:
         raise ConfigError("refused configuration change:\n  " + "\n  ".join(refusals))
     return requested

@@ -9,6 +9,7 @@ or etcd StatefulSet, and leave a preview with nothing to do.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import json
 import socket
@@ -21,6 +22,7 @@ import pytest
 from cryptography import x509
 
 from tests.e2e.engine import EngineError, Operation
+from tests.e2e.load import RequestLoad
 from tests.e2e.tenant import (
     CLUSTER,
     FIGURES,
@@ -284,3 +286,100 @@ def test_the_admin_kubeconfig_is_revoked_and_restored_while_the_break_glass_work
     tenant.update(restored)
     listed = tenant.kubectl("get", "namespace", "kube-system", "-o", "name")
     assert listed.stdout.strip() == "namespace/kube-system"
+
+
+ROTATION_SECRET = "e2e-rotation"
+
+
+def stored_prefix(tenant: Tenant, secret: str) -> str:
+    """How etcd holds the Secret: the envelope prefix names the provider and key that wrote it."""
+    listed = tenant.infra.kubectl(
+        "exec",
+        "-n",
+        tenant.infra.namespace,
+        f"{CLUSTER}-etcd-0",
+        "-c",
+        "etcd",
+        "--",
+        "etcdctl",
+        "--endpoints=https://127.0.0.1:2379",
+        "--cacert=/etc/etcd/pki/ca.crt",
+        "--cert=/etc/etcd/pki/server.crt",
+        "--key=/etc/etcd/pki/server.key",
+        "-w",
+        "json",
+        "get",
+        f"/registry/secrets/default/{secret}",
+        tenant=True,
+    )
+    (kv,) = json.loads(listed.stdout)["kvs"]
+    value = base64.b64decode(kv["value"])
+    return value[: value.index(b":", len(b"k8s:enc:secretbox:v1:")) + 1].decode()
+
+
+def test_the_secrets_key_rotates_in_three_steps_and_secrets_stay_readable(tenant: Tenant) -> None:
+    """Issue 9: secretbox at rest, and a key rotation through config (a new key reads, then
+    writes, every Secret is rewritten, the old key goes) while two clients read a Secret back
+    to back (each read decrypts: a GET without resourceVersion comes from etcd)."""
+    tenant.kubectl(
+        "create",
+        "secret",
+        "generic",
+        ROTATION_SECRET,
+        "-n",
+        "default",
+        "--from-literal=value=written-before-the-rotation",
+    )
+    assert stored_prefix(tenant, ROTATION_SECRET) == "k8s:enc:secretbox:v1:key1:"
+    path = f"/api/v1/namespaces/default/secrets/{ROTATION_SECRET}"
+    service_context = tenant.admin_ssl_context()
+    service_context.check_hostname = False
+    loads = {
+        "through the infrastructure Service": RequestLoad(
+            tenant.api_service_url(path), service_context
+        ),
+        "through the endpoint": RequestLoad(
+            tenant.outputs["endpoint"] + path, tenant.admin_ssl_context()
+        ),
+    }
+    figure = "Secrets key rotated (3 pulumi up and a rewrite), reading a Secret"
+    steps: dict[str, float] = {}
+    with contextlib.ExitStack() as stack:
+        for load in loads.values():
+            stack.enter_context(load)
+        for keys in ("key1,key2", "key2,key1"):
+            steps[f"pulumi up: {keys} (s)"] = tenant.update(
+                {**tenant.config, "secretsEncryptionKeys": keys}
+            ).seconds
+        started = time.monotonic()
+        secrets = tenant.kubectl("get", "secrets", "-A", "-o", "json").stdout
+        replaced = subprocess.run(
+            [
+                str(tenant.infra.kubectl_path),
+                f"--kubeconfig={tenant.kubeconfig}",
+                "replace",
+                "-f",
+                "-",
+            ],
+            input=secrets,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert replaced.returncode == 0, replaced.stderr
+        steps["rewrite of every Secret (s)"] = time.monotonic() - started
+        assert stored_prefix(tenant, ROTATION_SECRET) == "k8s:enc:secretbox:v1:key2:"
+        steps["pulumi up: key2 (s)"] = tenant.update(
+            {**tenant.config, "secretsEncryptionKeys": "key2"}
+        ).seconds
+    entry = FIGURES.setdefault("update paths", {}).setdefault(figure, {})
+    entry.update({name: load.report.as_figure() for name, load in loads.items()})
+    entry.update({step: round(seconds, 1) for step, seconds in steps.items()})
+    assert_no_failed_requests(loads, figure, tenant.infra)
+    assert all(load.report.sent > 50 for load in loads.values()), entry
+    value = json.loads(
+        tenant.kubectl("get", "secret", ROTATION_SECRET, "-n", "default", "-o", "json").stdout
+    )["data"]["value"]
+    assert base64.b64decode(value) == b"written-before-the-rotation"
+    assert stored_prefix(tenant, ROTATION_SECRET) == "k8s:enc:secretbox:v1:key2:"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from components.config import ConfigError, parse_settings
-from components.fixed_settings import FIXED, fixed_settings, refused_changes
+from components.fixed_settings import FIXED, fixed_settings, refused_changes, refused_key_changes
 from tests.harness import MockState, RealCryptoMocks, run_program
 
 CONFIG = {
@@ -112,3 +112,37 @@ def test_a_new_or_destroyed_stack_has_nothing_to_compare() -> None:
 def test_every_fixed_key_is_exported() -> None:
     exported = fixed_settings(parse_settings(CONFIG))
     assert set(FIXED) | {"kubernetesVersion"} == set(exported)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "refused"),
+    [
+        (["key1"], ("key1", "key2"), []),  # a new key reads first
+        (["key1", "key2"], ("key2", "key1"), []),  # then writes; the old one still reads
+        (["key2", "key1"], ("key2",), []),  # after the rewrite, the old one goes
+        (["key1"], ("key2",), ["add 'key2' after the others first (key1,key2)", "keep 'key1'"]),
+        (["key1"], ("key2", "key1"), ["add 'key2' after the others first (key1,key2)"]),
+        (["key1", "key2"], ("key2",), ["keep 'key1' as a read key (key2,key1)"]),
+        (None, ("key7",), []),  # a first deployment starts with any key
+    ],
+)
+def test_encryption_keys_change_one_safe_step_at_a_time(
+    before: list[str] | None, after: tuple[str, ...], refused: list[str]
+) -> None:
+    refusals = refused_key_changes(before, after)
+    assert len(refusals) == len(refused), refusals
+    for refusal, safe_path in zip(refusals, refused, strict=True):
+        assert "k8s-on-k8s:secretsEncryptionKeys" in refusal and safe_path in refusal
+
+
+def test_a_key_rotation_step_too_far_is_refused_before_anything_is_registered() -> None:
+    state = deployed(CONFIG)
+    assert state.stack_outputs["secretsEncryptionKeys"] == ["key1"]
+    mocks = RealCryptoMocks(state)
+    with pytest.raises(ConfigError, match="cannot start writing with a key"):
+        run_program({**CONFIG, "secretsEncryptionKeys": "key2"}, mocks=mocks)
+    assert {r.type for r in mocks.resources} <= {"pulumi:pulumi:StackReference"}
+    rotated = run_program({**CONFIG, "secretsEncryptionKeys": "key1,key2"}, state=state)
+    keys = {r.name for r in rotated.of_type("random:index/randomBytes:RandomBytes")}
+    # The first key keeps its resource (never replaced); the new one comes beside it.
+    assert keys == {"green-apiserver-encryption-key", "green-apiserver-encryption-key-key2"}

@@ -201,14 +201,20 @@ def test_service_exposures() -> None:
     assert "loadBalancerIP" not in external_service_spec(settings, names)
 
 
-def test_encryption_configuration_uses_the_key_then_identity() -> None:
-    key = base64.b64encode(bytes(range(32))).decode()
-    document = yaml.safe_load(encryption_configuration(key))
+def test_encryption_configuration_writes_secretbox_with_the_first_key() -> None:
+    key1 = base64.b64encode(bytes(range(32))).decode()
+    key2 = base64.b64encode(bytes(range(32, 64))).decode()
+    document = yaml.safe_load(encryption_configuration([("key2", key2), ("key1", key1)]))
     assert document["kind"] == "EncryptionConfiguration"
     entry = document["resources"][0]
     assert entry["resources"] == ["secrets"]
-    assert entry["providers"][0]["aescbc"]["keys"][0]["secret"] == key
-    assert entry["providers"][-1] == {"identity": {}}
+    # The first provider writes, with its first key; every key of every provider reads.
+    keys = [{"name": "key2", "secret": key2}, {"name": "key1", "secret": key1}]
+    assert entry["providers"] == [
+        {"secretbox": {"keys": keys}},
+        {"aescbc": {"keys": keys}},  # what earlier versions wrote: read only
+        {"identity": {}},
+    ]
 
 
 def test_audit_policy_never_logs_request_bodies() -> None:
