@@ -332,6 +332,12 @@ def proxy_daemonset(
         "volumes": [config_map_volume("config", PROXY), tls_volume],
     }
     manifest = node_daemonset(PROXY, PROXY_LABELS, pod_spec, namespace=PROXY_NAMESPACE)
+    # The new proxy starts beside the old one on each node (HAProxy listens with SO_REUSEPORT,
+    # as the same user), so a node is never without one during a rollout.
+    manifest["spec"]["updateStrategy"] = {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     manifest["spec"]["template"]["metadata"]["annotations"] = {
         CONFIG_CHECKSUM: config_sha256,
         CERT_CHECKSUM: cert_sha256,

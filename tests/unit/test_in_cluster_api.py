@@ -111,6 +111,8 @@ def test_proxy_daemonset_shape() -> None:
     settings = parse_settings({**CONFIG, "apiProxyImage": "mirror.example/haproxy:2.6.12"})
     daemonset = proxy_daemonset(settings, "c0ffee", "beef")
     assert daemonset["metadata"]["namespace"] == "kube-system"
+    rolling = daemonset["spec"]["updateStrategy"]["rollingUpdate"]
+    assert rolling == {"maxSurge": 1, "maxUnavailable": 0}, "never a node without a proxy"
     template = daemonset["spec"]["template"]
     assert template["metadata"]["labels"] == PROXY_LABELS
     assert daemonset["spec"]["selector"]["matchLabels"] == PROXY_LABELS
