@@ -70,7 +70,8 @@ def ingress_access(tenant: Tenant) -> TenantAccess:
         with under_load(tenant, figure) as loads:
             tenant.update({**tenant.config, "konnectivity": "false"}, figure=f"pulumi up: {figure}")
         assert_no_failed_requests(loads, figure, tenant.infra)
-    config = ingress_config(infra)
+    # What earlier modules changed for good (the Secrets key rotated) stays.
+    config = {**tenant.config, **ingress_config(infra)}
     # The NodePort goes away by design: the client goes through the apiservers' own Service.
     figure = "exposure nodePort to ingress"
     with under_load(tenant, figure, through_endpoint=False) as loads:
