@@ -5,6 +5,7 @@ import datetime
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.apiserver import SecretsWriter
 from components.config import load_settings
 from components.controlplane import ControlPlane
 from components.fixed_settings import ENCRYPTION_KEYS_OUTPUT, check_fixed_settings
@@ -25,6 +26,13 @@ token_expiration = bootstrap_token_expiration(
     datetime.datetime.now(datetime.UTC),
     settings.bootstrap_token_ttl_seconds,
 )
+# A stack last deployed by a version that wrote Secrets with aescbc (it exported fixedSettings
+# but no secretsEncryptionKeys) moves to secretbox in two deployments (apiserver.SecretsWriter).
+secrets_writer = (
+    SecretsWriter.AESCBC
+    if FIXED_SETTINGS_OUTPUT in last_deployed and ENCRYPTION_KEYS_OUTPUT not in last_deployed
+    else SecretsWriter.SECRETBOX
+)
 
 # One explicit provider for the infrastructure cluster, chosen the standard pulumi-kubernetes
 # way (kubernetes:kubeconfig / kubernetes:context, else the ambient kubeconfig).
@@ -40,7 +48,11 @@ infra_provider = k8s.Provider(
     enable_config_map_mutable=True,
 )
 control_plane = ControlPlane(
-    settings.cluster_name, settings, infra_provider, token_expiration=token_expiration
+    settings.cluster_name,
+    settings,
+    infra_provider,
+    token_expiration=token_expiration,
+    secrets_writer=secrets_writer,
 )
 
 pulumi.export("endpoint", control_plane.endpoint)

@@ -7,6 +7,8 @@ key from pulumi-random, and an audit log.
 
 from __future__ import annotations
 
+import enum
+
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
@@ -52,11 +54,24 @@ def audit_policy_config_map_name(names: ObjectNames) -> str:
     return f"{names.api_server}-audit-policy"
 
 
-def encryption_configuration(keys: list[tuple[str, str]]) -> str:
+class SecretsWriter(enum.Enum):
+    """Which provider writes Secrets at rest; the other one only reads."""
+
+    SECRETBOX = "secretbox"
+    # Earlier versions of this program wrote with aescbc. A stack they deployed keeps aescbc as
+    # the writer for one more deployment, with secretbox already reading: while the apiservers
+    # roll, old and new ones then read each other's writes.
+    AESCBC = "aescbc"
+
+
+def encryption_configuration(
+    keys: list[tuple[str, str]], writer: SecretsWriter = SecretsWriter.SECRETBOX
+) -> str:
     """Secrets at rest: secretbox (XSalsa20-Poly1305) writes with the first key and reads with
     every key; aescbc with the same keys only reads (what earlier versions of this program
     wrote); `identity` last, so data from before encryption still reads."""
     entries = [{"name": name, "secret": key_base64} for name, key_base64 in keys]
+    ordered = [writer, *[provider for provider in SecretsWriter if provider is not writer]]
     document = {
         "apiVersion": "apiserver.config.k8s.io/v1",
         "kind": "EncryptionConfiguration",
@@ -64,8 +79,7 @@ def encryption_configuration(keys: list[tuple[str, str]]) -> str:
             {
                 "resources": ["secrets"],
                 "providers": [
-                    {"secretbox": {"keys": entries}},
-                    {"aescbc": {"keys": entries}},
+                    *[{provider.value: {"keys": entries}} for provider in ordered],
                     {"identity": {}},
                 ],
             }
@@ -214,6 +228,8 @@ class ApiServer(pulumi.ComponentResource):
         pki: Pki,
         provider: pulumi.ProviderResource,
         opts: pulumi.ResourceOptions | None = None,
+        *,
+        secrets_writer: SecretsWriter = SecretsWriter.SECRETBOX,
     ) -> None:
         super().__init__("k8s-on-k8s:index:ApiServer", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=provider)
@@ -240,7 +256,7 @@ class ApiServer(pulumi.ComponentResource):
             "sa.key": pki.service_account_private_key_pem,
             ENCRYPTION_CONFIG_FILE: pulumi.Output.all(*encryption_keys).apply(
                 lambda keys: encryption_configuration(
-                    list(zip(settings.encryption_keys, keys, strict=True))
+                    list(zip(settings.encryption_keys, keys, strict=True)), secrets_writer
                 )
             ),
         }

@@ -7,7 +7,7 @@ import pulumi_kubernetes as k8s
 
 from components.addons import CoreDns, KubeProxy
 from components.admin_access import AdminAccess
-from components.apiserver import ApiServer, api_server_labels
+from components.apiserver import ApiServer, SecretsWriter, api_server_labels
 from components.config import ControlPlaneSettings
 from components.controller_manager import ControllerManager
 from components.etcd import Etcd
@@ -36,9 +36,11 @@ class ControlPlane(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
         *,
         token_expiration: str | None = None,
+        secrets_writer: SecretsWriter = SecretsWriter.SECRETBOX,
     ) -> None:
-        """`token_expiration`: when the node bootstrap token expires (RFC 3339; None: never),
-        decided at the edge from the last deployment (node_join.bootstrap_token_expiration)."""
+        """Decided at the edge from the last deployment: `token_expiration`, when the node
+        bootstrap token expires (RFC 3339; None: never; node_join.bootstrap_token_expiration),
+        and `secrets_writer`, the provider that writes Secrets at rest (apiserver)."""
         super().__init__("k8s-on-k8s:index:ControlPlane", name, None, opts)
         names = ObjectNames(
             cluster=settings.cluster_name,
@@ -58,6 +60,7 @@ class ControlPlane(pulumi.ComponentResource):
             pki,
             provider,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[etcd]),
+            secrets_writer=secrets_writer,
         )
         after_api_server = pulumi.ResourceOptions(parent=self, depends_on=[api_server])
         ControllerManager(

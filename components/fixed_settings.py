@@ -2,9 +2,8 @@
 
 The current values come from the stack's own last outputs (`fixedSettings`, exported by every
 `pulumi up`, read by components/last_deployment.py): what this stack last deployed, read before
-anything is registered. A stack that
-has never been deployed, or has been destroyed, has none, so anything goes. Refusals name the
-key, the current and the requested value, and the safe path.
+anything is registered. A stack that has never been deployed, or has been destroyed, has none,
+so anything goes. Refusals name the key, the current and the requested value, and the safe path.
 """
 
 from __future__ import annotations

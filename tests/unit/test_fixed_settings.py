@@ -6,7 +6,10 @@ the mock runtime answers that read with the outputs of the previous run on the s
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+import yaml
 
 from components.config import ConfigError, parse_settings
 from components.fixed_settings import FIXED, fixed_settings, refused_changes, refused_key_changes
@@ -146,3 +149,23 @@ def test_a_key_rotation_step_too_far_is_refused_before_anything_is_registered() 
     keys = {r.name for r in rotated.of_type("random:index/randomBytes:RandomBytes")}
     # The first key keeps its resource (never replaced); the new one comes beside it.
     assert keys == {"green-apiserver-encryption-key", "green-apiserver-encryption-key-key2"}
+
+
+def test_a_stack_deployed_before_secretbox_moves_to_it_in_two_deployments() -> None:
+    """The previous program version exported fixedSettings but no secretsEncryptionKeys and
+    wrote with aescbc: the first `pulumi up` keeps aescbc writing (secretbox reads), the next
+    one writes with secretbox."""
+    state = deployed(CONFIG)
+    del state.stack_outputs["secretsEncryptionKeys"]
+
+    def providers(run: Any) -> list[str]:
+        (secret,) = [
+            r.inputs
+            for r in run.of_type("kubernetes:core/v1:Secret")
+            if r.inputs["metadata"]["name"] == "green-apiserver-pki"
+        ]
+        document = yaml.safe_load(secret["stringData"]["encryption-config.yaml"])
+        return [next(iter(p)) for p in document["resources"][0]["providers"]]
+
+    assert providers(run_program(CONFIG, state=state)) == ["aescbc", "secretbox", "identity"]
+    assert providers(run_program(CONFIG, state=state)) == ["secretbox", "aescbc", "identity"]

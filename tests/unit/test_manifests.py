@@ -264,3 +264,12 @@ def test_a_terminating_apiserver_leaves_load_balancers_before_it_stops_listening
     delay = int(flags(container["command"])["shutdown-delay-duration"].removesuffix("s"))
     assert detection + 10 <= delay
     assert delay < spec["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+
+
+def test_a_stack_written_with_aescbc_keeps_it_as_the_writer_for_one_deployment() -> None:
+    from components.apiserver import SecretsWriter
+
+    key = base64.b64encode(bytes(range(32))).decode()
+    document = yaml.safe_load(encryption_configuration([("key1", key)], SecretsWriter.AESCBC))
+    providers = [next(iter(p)) for p in document["resources"][0]["providers"]]
+    assert providers == ["aescbc", "secretbox", "identity"], "secretbox already reads"
