@@ -7,6 +7,7 @@ every rule is tested without the Pulumi runtime. `load_settings` is the only pla
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
@@ -17,7 +18,6 @@ from components.versions import DEFAULT_RELEASE, KubernetesRelease, find_release
 
 PROJECT = "k8s-on-k8s"
 
-EXPOSURE_MODES = ("ingress", "loadBalancer", "nodePort")
 ETCD_MEMBER_COUNTS = (1, 3)
 NODE_PORT_RANGE = (30000, 32767)
 # Object names get suffixes such as "-controller-manager-kubeconfig"; keep room within 63.
@@ -66,10 +66,13 @@ DEFAULTS: dict[str, str] = {
     "kubeProxy": "true",
     "adminAccess": "true",
     "secretsEncryptionKeys": "key1",
+    "apiServerEgressCidrs": "",
+    "ingressControllerNamespaces": "ingress-nginx",
+    "ingressControllerCidrs": "",
 }
 
 DEFAULT_IMAGE_REGISTRY = "registry.k8s.io"
-# The node-local proxy's image: HAProxy from its official repository, or `haproxy` under a mirror
+# The API proxy's image: HAProxy from its official repository, or `haproxy` under a mirror
 # given as imageRegistry (registry.k8s.io itself does not carry it).
 API_PROXY_IMAGE_NAME = "haproxy"
 API_PROXY_IMAGE_TAG = "3.2-alpine"
@@ -107,9 +110,20 @@ class ResourceRequests:
     memory: str
 
 
+class ExposureMode(enum.StrEnum):
+    """The `exposure` setting; each member is its config value (so str() and f-strings give it)."""
+
+    INGRESS = "ingress"
+    LOAD_BALANCER = "loadBalancer"
+    NODE_PORT = "nodePort"
+
+
 @dataclass(frozen=True)
-class Exposure:
-    mode: str  # one of EXPOSURE_MODES
+class ExposureSettings:
+    """How clients outside the infrastructure cluster reach the API; the component that
+    publishes it is components/exposure.py's `Exposure`."""
+
+    mode: ExposureMode
     host: str  # DNS name or IP that clients use to reach the API
     ingress_class_name: str
     load_balancer_ip: str | None
@@ -118,17 +132,19 @@ class Exposure:
     @property
     def port(self) -> int:
         """The port clients dial from outside the infrastructure cluster."""
-        if self.mode == "ingress":
-            return 443
-        if self.mode == "nodePort":
-            return self.node_port
-        return 6443
+        match self.mode:
+            case ExposureMode.INGRESS:
+                return 443
+            case ExposureMode.NODE_PORT:
+                return self.node_port
+            case ExposureMode.LOAD_BALANCER:
+                return 6443
 
     @property
     def endpoint(self) -> str:
         host = (
             self.load_balancer_ip
-            if self.mode == "loadBalancer" and self.load_balancer_ip
+            if self.mode is ExposureMode.LOAD_BALANCER and self.load_balancer_ip
             else self.host
         )
         if is_ip(host) and ":" in host:
@@ -141,7 +157,7 @@ class ControlPlaneSettings:
     cluster_name: str
     namespace: str
     release: KubernetesRelease
-    exposure: Exposure
+    exposure: ExposureSettings
     api_server_replicas: int
     controller_manager_replicas: int
     scheduler_replicas: int
@@ -159,12 +175,12 @@ class ControlPlaneSettings:
     api_server_resources: ResourceRequests
     controller_manager_resources: ResourceRequests
     scheduler_resources: ResourceRequests
-    # The IP and port that nodes reach the API at, which `kubernetes.default` points to; None
-    # where the exposure gives no such address (ingress: SNI routing needs a host name).
+    # The IP and port that nodes reach the API at, which `kubernetes.default` points to with
+    # nodePort and loadBalancer exposure; None with ingress (SNI routing needs a host name).
     node_api_address: str | None
     node_api_port: int
-    # The node-local proxy behind `kubernetes.default` where node_api_address is None: its
-    # image, and the address it listens at on every node (the Service's endpoint).
+    # The API proxy behind `kubernetes.default` with ingress exposure: its image, and
+    # the address it listens at on every node (the Service's endpoint).
     api_proxy_image: str
     api_proxy_address: str
     # Lifetime of a node bootstrap token (kubeadm's --ttl); 0: tokens never expire.
@@ -181,6 +197,11 @@ class ControlPlaneSettings:
     # `pulumi up` issues a new one. A window as long as the lifetime makes every leaf due.
     certificate_validity_hours: int = 8760
     certificate_renewal_hours: int = 720
+    # NetworkPolicy: where the apiservers may open connections beyond etcd and DNS (the
+    # tenant's nodes, webhooks), and who reaches them with ingress exposure besides the node.
+    api_server_egress_cidrs: tuple[str, ...] = ()
+    ingress_controller_namespaces: tuple[str, ...] = ("ingress-nginx",)
+    ingress_controller_cidrs: tuple[str, ...] = ()
 
     @property
     def cluster_dns_ip(self) -> str:
@@ -297,6 +318,24 @@ def _key_names(value: str) -> tuple[str, ...] | None:
     return names if valid and len(set(names)) == len(names) else None
 
 
+def _list_of(item: Callable[[str], str | None]) -> Callable[[str], tuple[str, ...] | None]:
+    """A comma-separated list (empty: none) of distinct items that `item` accepts."""
+
+    def parse(value: str) -> tuple[str, ...] | None:
+        if not value:
+            return ()
+        items = [item(part.strip()) for part in value.split(",")]
+        if any(parsed is None for parsed in items) or len(set(items)) != len(items):
+            return None
+        return tuple(parsed for parsed in items if parsed is not None)
+
+    return parse
+
+
+def _cidr(value: str) -> str | None:
+    return str(ipaddress.ip_network(value, strict=True))
+
+
 def _positive_int(value: str) -> int | None:
     number = int(value)
     return number if number > 0 else None
@@ -356,9 +395,9 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
     )
     mode = c.check(
         "exposure",
-        lambda value: value if value in EXPOSURE_MODES else None,
-        " | ".join(EXPOSURE_MODES),
-        "ingress",
+        ExposureMode,
+        " | ".join(member.value for member in ExposureMode),
+        ExposureMode.INGRESS,
     )
     ingress_class_name = c.check(
         "ingressClassName", _dns_label(63), "an IngressClass name (a DNS label)", "x"
@@ -472,14 +511,14 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
             False,
         )
 
-    if mode == "ingress" and is_ip(api_host):
+    if mode is ExposureMode.INGRESS and is_ip(api_host):
         c.fail(
             "apiHost",
             "a DNS name when exposure is ingress: the ingress routes TLS by server name, and "
             "clients send none for an IP",
         )
     konnectivity = boolean("konnectivity")
-    if konnectivity and mode == "ingress":
+    if konnectivity and mode is ExposureMode.INGRESS:
         c.fail(
             "konnectivity",
             "false with exposure ingress (SNI passthrough routes port 443 only); use "
@@ -517,10 +556,10 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
         "",
     )
     node_api_address = None
-    if mode in ("nodePort", "loadBalancer"):
+    if mode in (ExposureMode.NODE_PORT, ExposureMode.LOAD_BALANCER):
         node_api_address = (
             advertise
-            or (load_balancer_ip if mode == "loadBalancer" else "")
+            or (load_balancer_ip if mode is ExposureMode.LOAD_BALANCER else "")
             or (api_host if is_ip(api_host) else "")
             or None
         )
@@ -541,6 +580,20 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
         0,
     )
 
+    none: tuple[str, ...] = ()
+    cidr_list = (
+        "empty or distinct comma-separated CIDRs with host bits zero, such as "
+        "10.250.0.0/24,192.0.2.10/32"
+    )
+    api_server_egress_cidrs = c.check("apiServerEgressCidrs", _list_of(_cidr), cidr_list, none)
+    ingress_controller_namespaces = c.check(
+        "ingressControllerNamespaces",
+        _list_of(_dns_label(63)),
+        "empty or distinct comma-separated namespace names, such as ingress-nginx",
+        none,
+    )
+    ingress_controller_cidrs = c.check("ingressControllerCidrs", _list_of(_cidr), cidr_list, none)
+
     etcd_resources = requests("etcd")
     api_server_resources = requests("apiServer")
     controller_manager_resources = requests("controllerManager")
@@ -550,17 +603,18 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
         raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(c.errors))
 
     assert service_cidr is not None and pod_cidr is not None
+    exposure = ExposureSettings(
+        mode=mode,
+        host=api_host,
+        ingress_class_name=ingress_class_name,
+        load_balancer_ip=load_balancer_ip or None,
+        node_port=node_port,
+    )
     return ControlPlaneSettings(
         cluster_name=cluster_name,
         namespace=namespace,
         release=release,
-        exposure=Exposure(
-            mode=mode,
-            host=api_host,
-            ingress_class_name=ingress_class_name,
-            load_balancer_ip=load_balancer_ip or None,
-            node_port=node_port,
-        ),
+        exposure=exposure,
         api_server_replicas=api_server_replicas,
         controller_manager_replicas=controller_manager_replicas,
         scheduler_replicas=scheduler_replicas,
@@ -578,9 +632,8 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
         controller_manager_resources=controller_manager_resources,
         scheduler_resources=scheduler_resources,
         node_api_address=node_api_address,
-        node_api_port=(
-            node_port if mode == "nodePort" else 6443 if mode == "loadBalancer" else 443
-        ),
+        # Nodes dial the API at the port clients outside do.
+        node_api_port=exposure.port,
         api_proxy_image=api_proxy_image,
         api_proxy_address=api_proxy_address,
         bootstrap_token_ttl_seconds=token_ttl,
@@ -592,6 +645,9 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
         konnectivity_node_port=konnectivity_node_port,
         certificate_validity_hours=validity_hours,
         certificate_renewal_hours=renewal_hours,
+        api_server_egress_cidrs=api_server_egress_cidrs,
+        ingress_controller_namespaces=ingress_controller_namespaces,
+        ingress_controller_cidrs=ingress_controller_cidrs,
     )
 
 

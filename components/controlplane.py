@@ -7,7 +7,7 @@ import pulumi_kubernetes as k8s
 
 from components.addons import CoreDns, KubeProxy
 from components.admin_access import AdminAccess
-from components.apiserver import ApiServer, SecretsWriter, api_server_labels
+from components.apiserver import ApiServer, SecretsWriter
 from components.config import ControlPlaneSettings
 from components.controller_manager import ControllerManager
 from components.etcd import Etcd
@@ -16,8 +16,9 @@ from components.in_cluster_api import InClusterApi
 from components.konnectivity import KonnectivityAgent, agent_endpoint
 from components.kubeconfig import client_certificate_kubeconfig
 from components.names import ObjectNames, labels
+from components.network_policies import NetworkPolicies
 from components.node_join import NodeJoin
-from components.pki import ADMIN_USER, KUBERNETES_SERVICE_PROXY, SUPER_ADMIN_USER, Pki
+from components.pki import ADMIN_USER, API_PROXY_CERT, SUPER_ADMIN_USER, Pki
 from components.scheduler import Scheduler
 from components.workload import secret_of_files
 
@@ -50,8 +51,14 @@ class ControlPlane(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
 
         pki = Pki(f"{name}-pki", settings, names, opts=child)
-        etcd = Etcd(
-            f"{name}-etcd", settings, names, pki, api_server_labels(names), provider, opts=child
+        etcd = Etcd(f"{name}-etcd", settings, names, pki, provider, opts=child)
+        NetworkPolicies(
+            f"{name}-network-policies",
+            settings,
+            names,
+            provider,
+            opts=child,
+            etcd_policy_alias=pulumi.Alias(name=f"{name}-etcd-ingress", parent=etcd),
         )
         api_server = ApiServer(
             f"{name}-apiserver",
@@ -119,7 +126,7 @@ class ControlPlane(pulumi.ComponentResource):
         InClusterApi(
             f"{name}-in-cluster-api",
             settings,
-            pki.leaves.get(KUBERNETES_SERVICE_PROXY),
+            pki.leaves.get(API_PROXY_CERT),
             self.tenant_provider,
             opts=in_tenant,
         )

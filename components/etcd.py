@@ -191,30 +191,6 @@ def etcd_client_service_spec(names: ObjectNames) -> Manifest:
     }
 
 
-def etcd_network_policy_spec(names: ObjectNames, api_server_labels: dict[str, str]) -> Manifest:
-    """Only the apiserver reaches the client port; only members reach each other."""
-    members = {"podSelector": {"matchLabels": etcd_labels(names)}}
-    return {
-        "podSelector": {"matchLabels": etcd_labels(names)},
-        "policyTypes": ["Ingress"],
-        "ingress": [
-            {
-                "from": [{"podSelector": {"matchLabels": api_server_labels}}],
-                "ports": [{"protocol": "TCP", "port": CLIENT_PORT}],
-            },
-            {
-                "from": [members],
-                "ports": [
-                    {"protocol": "TCP", "port": CLIENT_PORT},
-                    {"protocol": "TCP", "port": PEER_PORT},
-                ],
-            },
-            # The kubelet's probes; this port serves health and metrics only.
-            {"ports": [{"protocol": "TCP", "port": HEALTH_PORT}]},
-        ],
-    }
-
-
 class Etcd(pulumi.ComponentResource):
     def __init__(
         self,
@@ -222,7 +198,6 @@ class Etcd(pulumi.ComponentResource):
         settings: ControlPlaneSettings,
         names: ObjectNames,
         pki: Pki,
-        api_server_labels: dict[str, str],
         provider: pulumi.ProviderResource,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -257,12 +232,6 @@ class Etcd(pulumi.ComponentResource):
             f"{name}-client",
             metadata=metadata(names.etcd),
             spec=etcd_client_service_spec(names),
-            opts=child,
-        )
-        k8s.networking.v1.NetworkPolicy(
-            f"{name}-ingress",
-            metadata=metadata(names.etcd),
-            spec=etcd_network_policy_spec(names, api_server_labels),
             opts=child,
         )
         disruption_budget(

@@ -12,7 +12,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.apiserver import SECURE_PORT, api_server_labels
-from components.config import ControlPlaneSettings
+from components.config import ControlPlaneSettings, ExposureMode
 from components.konnectivity import agent_service_port
 from components.names import ObjectNames, labels
 from components.podspec import Manifest
@@ -42,15 +42,18 @@ def external_service_spec(settings: ControlPlaneSettings, names: ObjectNames) ->
     exposure = settings.exposure
     port: Manifest = {"name": "https", "port": SECURE_PORT, "targetPort": SECURE_PORT}
     spec: Manifest = {"selector": api_server_labels(names), "ports": [port]}
-    if exposure.mode == "nodePort":
-        spec["type"] = "NodePort"
-        port["nodePort"] = exposure.node_port
-    elif exposure.mode == "loadBalancer":
-        spec["type"] = "LoadBalancer"
-        if exposure.load_balancer_ip:
-            spec["loadBalancerIP"] = exposure.load_balancer_ip
-    else:
-        raise ValueError(f"exposure mode {exposure.mode!r} uses an Ingress, not a Service")
+    match exposure.mode:
+        case ExposureMode.NODE_PORT:
+            spec["type"] = "NodePort"
+            port["nodePort"] = exposure.node_port
+        case ExposureMode.LOAD_BALANCER:
+            spec["type"] = "LoadBalancer"
+            if exposure.load_balancer_ip:
+                spec["loadBalancerIP"] = exposure.load_balancer_ip
+        case ExposureMode.INGRESS:
+            raise ValueError(
+                f"exposure mode {exposure.mode.value!r} uses an Ingress, not a Service"
+            )
     if settings.konnectivity:
         # Agents on the tenant's nodes dial the proxy-server sidecars on the same address.
         spec["ports"].append(agent_service_port(settings, settings.konnectivity_node_port))
@@ -73,7 +76,7 @@ class Exposure(pulumi.ComponentResource):
             "namespace": settings.namespace,
             "labels": labels(names.cluster, COMPONENT),
         }
-        if settings.exposure.mode == "ingress":
+        if settings.exposure.mode is ExposureMode.INGRESS:
             k8s.networking.v1.Ingress(
                 f"{name}-ingress",
                 metadata={**metadata, "annotations": PASSTHROUGH_ANNOTATIONS},

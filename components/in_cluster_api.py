@@ -11,7 +11,7 @@ from a user allowed to edit Services in `default`.
   at (the NodePort on a node address, or the load balancer).
 - ingress exposure: the ingress routes by TLS server name, and an in-cluster client dials the
   ClusterIP with no server name (or `kubernetes.default.svc`), so no address of the infrastructure
-  cluster can answer it. A node-local proxy does, as HyperShift's kube-apiserver-proxy: a
+  cluster can answer it. The API proxy does, as HyperShift's kube-apiserver-proxy: a
   DaemonSet in `kube-system` on the host network puts `apiProxyAddress` on every node's loopback
   interface and listens there; the endpoint is that address, which is local on every node, so
   kube-proxy hands each client to its own node's proxy. The proxy terminates TLS with a
@@ -30,7 +30,7 @@ import ipaddress
 
 import pulumi
 
-from components.config import ControlPlaneSettings
+from components.config import ControlPlaneSettings, ExposureMode
 from components.names import API_SERVER_PORT
 from components.pki import KeyPair
 from components.podspec import (
@@ -43,6 +43,7 @@ from components.podspec import (
 )
 from components.tenant_objects import (
     KUBE_SYSTEM,
+    ROOT_CA_CONFIG_MAP,
     config_map,
     create_object,
     metadata,
@@ -53,20 +54,18 @@ SERVICE = "kubernetes"
 NAMESPACE = "default"
 MANAGED_BY = "k8s-on-k8s"
 
-# The node-local proxy (exposure ingress).
-PROXY = "kubernetes-api-proxy"
-PROXY_NAMESPACE = KUBE_SYSTEM
-PROXY_LABELS = {"k8s-app": PROXY}
+# The API proxy (exposure ingress). Object names stay as deployed: a new one replaces the object.
+API_PROXY = "kubernetes-api-proxy"
+API_PROXY_NAMESPACE = KUBE_SYSTEM
+API_PROXY_LABELS = {"k8s-app": API_PROXY}
 # The endpoint's port: the apiserver's secure port, as in a kubeadm cluster.
-PROXY_PORT = API_SERVER_PORT
-PROXY_CONFIG_DIR = "/usr/local/etc/haproxy"  # where the HAProxy image looks for its config
-PROXY_TLS_DIR = "/etc/kubernetes-api-proxy"
+API_PROXY_PORT = API_SERVER_PORT
+API_PROXY_CONFIG_DIR = "/usr/local/etc/haproxy"  # where the HAProxy image looks for its config
+API_PROXY_TLS_DIR = "/etc/kubernetes-api-proxy"
 # HAProxy loads `<crt>.key` next to a certificate file that holds no key.
-PROXY_CERT_FILE = "serving.pem"
-PROXY_KEY_FILE = f"{PROXY_CERT_FILE}.key"
-PROXY_CA_FILE = "ca.crt"
-# Published in every namespace by the controller-manager from the cluster CA.
-ROOT_CA_CONFIG_MAP = "kube-root-ca.crt"
+API_PROXY_CERT_FILE = "serving.pem"
+API_PROXY_KEY_FILE = f"{API_PROXY_CERT_FILE}.key"
+API_PROXY_CA_FILE = "ca.crt"
 CONFIG_CHECKSUM = "k8s-on-k8s/config-sha256"
 CERT_CHECKSUM = "k8s-on-k8s/serving-cert-sha256"
 
@@ -75,10 +74,12 @@ NO_SELECTOR_POLICY = "k8s-on-k8s-kubernetes-service-without-selector"
 
 
 def kubernetes_endpoint(settings: ControlPlaneSettings) -> tuple[str, int]:
-    """Where the `kubernetes` Service leads: the API's node-facing address, or the proxy."""
-    if settings.node_api_address is not None:
-        return settings.node_api_address, settings.node_api_port
-    return settings.api_proxy_address, PROXY_PORT
+    """Where the `kubernetes` Service leads: the API's node-facing address, or the API proxy."""
+    if settings.exposure.mode is ExposureMode.INGRESS:
+        return settings.api_proxy_address, API_PROXY_PORT
+    # parse_settings refuses nodePort and loadBalancer exposure without this address.
+    assert settings.node_api_address is not None
+    return settings.node_api_address, settings.node_api_port
 
 
 def kubernetes_endpoints(address: str, port: int) -> Manifest:
@@ -170,7 +171,7 @@ def no_selector_policy_binding() -> Manifest:
     }
 
 
-# --- ingress: the node-local proxy -----------------------------------------------------------
+# --- ingress: the API proxy -----------------------------------------------------------------
 
 
 def host_prefix(address: str) -> str:
@@ -179,24 +180,24 @@ def host_prefix(address: str) -> str:
     return f"{ip}/{ip.max_prefixlen}"
 
 
-def proxy_bind(address: str) -> str:
+def api_proxy_bind(address: str) -> str:
     """HAProxy's listening address: the family prefix keeps an IPv6 address unambiguous."""
     family = "ipv6" if ipaddress.ip_address(address).version == 6 else "ipv4"
-    return f"{family}@{address}:{PROXY_PORT}"
+    return f"{family}@{address}:{API_PROXY_PORT}"
 
 
-def proxy_config(listen_address: str, api_host: str, api_port: int) -> str:
+def api_proxy_config(listen_address: str, api_host: str, api_port: int) -> str:
     """HAProxy in TCP mode: TLS in from the pods, TLS out to the API host, bytes in between.
 
     TCP mode keeps upgrades (exec, port-forward) and long watches working untouched; neither
     side offers ALPN, so both legs speak HTTP/1.1 and always agree. It listens on the node-local
     address only: on the host network, nothing else of the node's is opened.
     """
-    pki = PROXY_TLS_DIR
+    pki = API_PROXY_TLS_DIR
     server = " ".join(
         [
             f"server api {api_host}:{api_port}",
-            f"ssl verify required ca-file {pki}/{PROXY_CA_FILE}",
+            f"ssl verify required ca-file {pki}/{API_PROXY_CA_FILE}",
             f"sni str({api_host}) verifyhost {api_host}",
             # Start even while the name does not resolve yet; the resolver retries.
             "resolvers node init-addr libc,none",
@@ -225,7 +226,7 @@ defaults
     timeout server 1h
 
 frontend kubernetes-default
-    bind {proxy_bind(listen_address)} ssl crt {pki}/{PROXY_CERT_FILE}
+    bind {api_proxy_bind(listen_address)} ssl crt {pki}/{API_PROXY_CERT_FILE}
     default_backend apiserver
 
 backend apiserver
@@ -237,18 +238,18 @@ def checksum(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def proxy_tls_secret(cert_pem: pulumi.Input[str], key_pem: pulumi.Input[str]) -> Manifest:
+def api_proxy_tls_secret(cert_pem: pulumi.Input[str], key_pem: pulumi.Input[str]) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": metadata(PROXY, PROXY_NAMESPACE, **PROXY_LABELS),
+        "metadata": metadata(API_PROXY, API_PROXY_NAMESPACE, **API_PROXY_LABELS),
         "type": "kubernetes.io/tls",
         "stringData": {"tls.crt": cert_pem, "tls.key": pulumi.Output.secret(key_pem)},
     }
 
 
 def loopback_address_container(settings: ControlPlaneSettings) -> Manifest:
-    """Puts the proxy address on the node's loopback interface (idempotent: `replace`).
+    """Puts the API proxy's address on the node's loopback interface (idempotent: `replace`).
 
     The one step that needs root and NET_ADMIN, so it runs alone and exits; HAProxy itself runs
     unprivileged. The address stays when the proxy goes: harmless, nothing else listens on it.
@@ -269,18 +270,18 @@ def loopback_address_container(settings: ControlPlaneSettings) -> Manifest:
     }
 
 
-def proxy_daemonset(
+def api_proxy_daemonset(
     settings: ControlPlaneSettings, config_sha256: str, cert_sha256: pulumi.Input[str]
 ) -> Manifest:
     """One proxy per node on the host network; a new config or certificate rolls the pods
     (HAProxy reads both once)."""
     address = settings.api_proxy_address
-    probe = {"tcpSocket": {"host": address, "port": PROXY_PORT}}
+    probe = {"tcpSocket": {"host": address, "port": API_PROXY_PORT}}
     container: Manifest = {
         "name": "haproxy",
         "image": settings.api_proxy_image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["/usr/local/sbin/haproxy", "-db", "-f", f"{PROXY_CONFIG_DIR}/haproxy.cfg"],
+        "command": ["/usr/local/sbin/haproxy", "-db", "-f", f"{API_PROXY_CONFIG_DIR}/haproxy.cfg"],
         # No `ports`: on the host network they would become host ports, and the scheduler would
         # keep any other pod with a 6443 host port off the node, whatever its address.
         "readinessProbe": {**probe, "periodSeconds": 5},
@@ -288,8 +289,8 @@ def proxy_daemonset(
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
         "securityContext": container_security_context(),
         "volumeMounts": [
-            mount("config", PROXY_CONFIG_DIR),
-            mount("tls", PROXY_TLS_DIR),
+            mount("config", API_PROXY_CONFIG_DIR),
+            mount("tls", API_PROXY_TLS_DIR),
         ],
     }
     tls_volume: Manifest = {
@@ -299,17 +300,17 @@ def proxy_daemonset(
             "sources": [
                 {
                     "secret": {
-                        "name": PROXY,
+                        "name": API_PROXY,
                         "items": [
-                            {"key": "tls.crt", "path": PROXY_CERT_FILE},
-                            {"key": "tls.key", "path": PROXY_KEY_FILE},
+                            {"key": "tls.crt", "path": API_PROXY_CERT_FILE},
+                            {"key": "tls.key", "path": API_PROXY_KEY_FILE},
                         ],
                     }
                 },
                 {
                     "configMap": {
                         "name": ROOT_CA_CONFIG_MAP,
-                        "items": [{"key": "ca.crt", "path": PROXY_CA_FILE}],
+                        "items": [{"key": "ca.crt", "path": API_PROXY_CA_FILE}],
                     }
                 },
             ],
@@ -329,9 +330,9 @@ def proxy_daemonset(
         "tolerations": [{"operator": "Exists"}],
         "initContainers": [loopback_address_container(settings)],
         "containers": [container],
-        "volumes": [config_map_volume("config", PROXY), tls_volume],
+        "volumes": [config_map_volume("config", API_PROXY), tls_volume],
     }
-    manifest = node_daemonset(PROXY, PROXY_LABELS, pod_spec, namespace=PROXY_NAMESPACE)
+    manifest = node_daemonset(API_PROXY, API_PROXY_LABELS, pod_spec, namespace=API_PROXY_NAMESPACE)
     # The new proxy starts beside the old one on each node (HAProxy listens with SO_REUSEPORT,
     # as the same user), so a node is never without one during a rollout.
     manifest["spec"]["updateStrategy"] = {
@@ -350,7 +351,7 @@ class InClusterApi(pulumi.ComponentResource):
         self,
         name: str,
         settings: ControlPlaneSettings,
-        proxy_serving_cert: KeyPair | None,
+        api_proxy_serving_cert: KeyPair | None,
         tenant_provider: pulumi.ProviderResource,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -360,34 +361,36 @@ class InClusterApi(pulumi.ComponentResource):
         create_object(f"{name}-no-selector-policy-binding", no_selector_policy_binding(), tenant)
         endpoint_opts = tenant
         outputs: dict[str, object] = {}
-        if settings.node_api_address is None:
-            if proxy_serving_cert is None:
+        if settings.exposure.mode is ExposureMode.INGRESS:
+            if api_proxy_serving_cert is None:
                 raise ValueError("exposure ingress needs the proxy's serving certificate")
             exposure = settings.exposure
-            config = proxy_config(settings.api_proxy_address, exposure.host, exposure.port)
-            cert_sha256 = proxy_serving_cert.cert_pem.apply(checksum)
+            config = api_proxy_config(settings.api_proxy_address, exposure.host, exposure.port)
+            cert_sha256 = api_proxy_serving_cert.cert_pem.apply(checksum)
             secret = create_object(
                 f"{name}-proxy-secret",
-                proxy_tls_secret(proxy_serving_cert.cert_pem, proxy_serving_cert.key_pem),
+                api_proxy_tls_secret(
+                    api_proxy_serving_cert.cert_pem, api_proxy_serving_cert.key_pem
+                ),
                 tenant,
             )
-            proxy_config_map = create_object(
+            api_proxy_config_map = create_object(
                 f"{name}-proxy-config",
-                config_map(PROXY, PROXY_NAMESPACE, {"haproxy.cfg": config}),
+                config_map(API_PROXY, API_PROXY_NAMESPACE, {"haproxy.cfg": config}),
                 tenant,
             )
             daemonset = create_object(
                 f"{name}-proxy-daemonset",
-                proxy_daemonset(settings, checksum(config), cert_sha256),
+                api_proxy_daemonset(settings, checksum(config), cert_sha256),
                 pulumi.ResourceOptions.merge(
-                    tenant, pulumi.ResourceOptions(depends_on=[secret, proxy_config_map])
+                    tenant, pulumi.ResourceOptions(depends_on=[secret, api_proxy_config_map])
                 ),
             )
             # On a switch to ingress, the endpoint moves once the proxies have been asked for.
             endpoint_opts = pulumi.ResourceOptions.merge(
                 tenant, pulumi.ResourceOptions(depends_on=[daemonset])
             )
-            outputs["proxy"] = f"{PROXY_NAMESPACE}/{PROXY}"
+            outputs["proxy"] = f"{API_PROXY_NAMESPACE}/{API_PROXY}"
         address, port = kubernetes_endpoint(settings)
         create_object(f"{name}-endpoints", kubernetes_endpoints(address, port), endpoint_opts)
         create_object(

@@ -39,7 +39,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from components.config import ControlPlaneSettings
+from components.config import ControlPlaneSettings, ExposureMode
 from components.kubeconfig import build_kubeconfig
 from components.names import API_SERVER_PORT, ObjectNames, labels
 from components.pki import KONNECTIVITY_SERVER_CLIENT
@@ -56,6 +56,7 @@ from components.podspec import (
 )
 from components.tenant_objects import (
     KUBE_SYSTEM,
+    ROOT_CA_CONFIG_MAP,
     cluster_role_binding,
     create_object,
     metadata,
@@ -115,8 +116,6 @@ AGENT_LABELS = {"k8s-app": AGENT}
 AGENT_TOKEN_DIR = "/var/run/secrets/tokens"
 AGENT_TOKEN_FILE = "konnectivity-agent-token"
 AGENT_TOKEN_SECONDS = 3600
-# The cluster CA, as the controller-manager publishes it in every namespace (the SA ca.crt).
-ROOT_CA_CONFIG_MAP = "kube-root-ca.crt"
 
 
 # The server's client certificate for TokenReviews (components/pki.py adds it to the plan when
@@ -306,13 +305,16 @@ def agent_service_port(
         "targetPort": AGENT_PORT,
         "protocol": "TCP",
     }
-    if settings.exposure.mode == "nodePort":
-        port["nodePort"] = node_port
-    elif settings.exposure.mode != "loadBalancer":
-        raise ValueError(
-            "konnectivity needs the agent port published by a LoadBalancer or NodePort Service; "
-            f"exposure {settings.exposure.mode!r} routes TLS by SNI on 443 only"
-        )
+    match settings.exposure.mode:
+        case ExposureMode.NODE_PORT:
+            port["nodePort"] = node_port
+        case ExposureMode.LOAD_BALANCER:
+            pass  # agents dial the load balancer at AGENT_PORT itself
+        case ExposureMode.INGRESS:
+            raise ValueError(
+                "konnectivity needs the agent port published by a LoadBalancer or NodePort "
+                f"Service; exposure {settings.exposure.mode.value!r} routes TLS by SNI on 443 only"
+            )
     return port
 
 
@@ -324,7 +326,7 @@ def agent_endpoint(
     port = agent_service_port(settings, node_port)
     host = (
         exposure.load_balancer_ip
-        if exposure.mode == "loadBalancer" and exposure.load_balancer_ip
+        if exposure.mode is ExposureMode.LOAD_BALANCER and exposure.load_balancer_ip
         else exposure.host
     )
     return host, int(port.get("nodePort", AGENT_PORT))

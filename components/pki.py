@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_tls as tls
 
-from components.config import ControlPlaneSettings, is_ip
+from components.config import ControlPlaneSettings, ExposureMode, is_ip
 from components.names import ObjectNames
 
 CA_VALIDITY_HOURS = 10 * 365 * 24
@@ -60,15 +60,16 @@ KONNECTIVITY_SERVER_CLIENT = CertificateSpec(
 )
 
 
-# The node-local proxy behind `kubernetes.default` (exposure ingress, components/in_cluster_api):
-# it answers in-cluster clients by the names and the IPs they dial (the ClusterIP, or the proxy's
-# own node-local address from the host network).
-KUBERNETES_SERVICE_PROXY = "kubernetes-service-proxy"
+# The serving certificate of the API proxy behind `kubernetes.default` (exposure ingress,
+# components/in_cluster_api): it answers in-cluster clients by the names and the IPs they dial
+# (the ClusterIP, or the proxy's own node-local address from the host network). Its name and
+# common name stay as deployed: a new name would replace the certificate.
+API_PROXY_CERT = "kubernetes-service-proxy"
 
 
-def kubernetes_service_proxy_cert(settings: ControlPlaneSettings) -> CertificateSpec:
+def api_proxy_cert(settings: ControlPlaneSettings) -> CertificateSpec:
     return CertificateSpec(
-        KUBERNETES_SERVICE_PROXY,
+        API_PROXY_CERT,
         CLUSTER_CA,
         "kubernetes-api-proxy",
         SERVER,
@@ -136,8 +137,8 @@ def certificate_plan(settings: ControlPlaneSettings, names: ObjectNames) -> list
     ]
     if settings.konnectivity:
         plan.append(KONNECTIVITY_SERVER_CLIENT)
-    if settings.node_api_address is None:
-        plan.append(kubernetes_service_proxy_cert(settings))
+    if settings.exposure.mode is ExposureMode.INGRESS:
+        plan.append(api_proxy_cert(settings))
     local_dns, local_ips = ("localhost",), ("127.0.0.1", "::1")
     client_service_dns = tuple(names.service_dns_names(names.etcd))
     members_dns = tuple(

@@ -43,6 +43,7 @@ MODULE_ORDER = (
     "test_doubles_engine.py",
     "test_infra_smoke.py",
     "test_tenant_control_plane.py",
+    "test_network_policies.py",
     "test_updates.py",
     "test_worker_join.py",
     "test_worker_join_ingress.py",

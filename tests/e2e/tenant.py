@@ -27,11 +27,14 @@ from components.config import DEFAULTS
 from tests.e2e.engine import Operation, ProjectStack
 from tests.e2e.infra import InfraCluster
 from tests.e2e.infra.processes import log
+from tests.e2e.infra.worker import WorkerSettings
 from tests.e2e.load import FirstAnswer, RequestLoad
 
 NODE_PORT = 31443
 CLUSTER = "e2e"
 FIGURES: dict[str, Any] = {}
+# Every e2e worker takes this address, one after the other.
+WORKER_EGRESS_CIDR = f"{WorkerSettings.node_ip}/32"
 
 
 def stack_config(infra: InfraCluster) -> dict[str, str]:
@@ -45,6 +48,8 @@ def stack_config(infra: InfraCluster) -> dict[str, str]:
         "etcdReplicas": "3",
         "etcdStorageSize": "1Gi",
         "etcdStorageClass": infra.settings.storage_class,
+        # The apiservers reach the worker's kubelet (logs, exec) and nothing else outside.
+        "apiServerEgressCidrs": WORKER_EGRESS_CIDR,
     }
 
 
@@ -96,10 +101,13 @@ class Tenant:
             FIGURES[figure] = {"seconds": round(operation.seconds, 1), **operation.changes}
         return operation
 
-    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """kubectl as the tenant's admin; a failure with check=True says what kubectl said."""
         result = subprocess.run(
             [str(self.infra.kubectl_path), f"--kubeconfig={self.kubeconfig}", *args],
+            input=input,
             capture_output=True,
             text=True,
             timeout=120,

@@ -47,6 +47,7 @@ from tests.e2e.infra.worker import (
     worker_cni_conflist,
 )
 from tests.e2e.infra.worker import kubelet_config as kubelet_config_for
+from tests.e2e.probes import RESTRICTED
 from tests.e2e.tenant import (
     CLUSTER,
     NODE_PORT,
@@ -429,13 +430,7 @@ RESTRICTED_CONTAINER = {
     "image": E2E_CLIENT_IMAGE,
     "imagePullPolicy": "Never",
     "env": [{"name": "HOME", "value": "/tmp"}],
-    "securityContext": {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "runAsNonRoot": True,
-        "runAsUser": 65532,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    },
+    "securityContext": RESTRICTED,
     "volumeMounts": [{"name": "kubeconfig", "mountPath": "/etc/e2e", "readOnly": True}],
 }
 

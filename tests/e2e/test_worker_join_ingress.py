@@ -27,6 +27,7 @@ from components import in_cluster_api
 from components.config import parse_settings
 from tests.e2e.infra import InfraCluster
 from tests.e2e.infra.worker import API_PROXY_IMAGE, Worker
+from tests.e2e.probes import Reach, ensure_probe_namespace, probe
 from tests.e2e.tenant import (
     CLUSTER,
     Tenant,
@@ -139,6 +140,22 @@ def test_the_api_answers_through_the_ingress_with_its_own_certificate(
     assert not [s for s in services if s["spec"].get("type") == "NodePort"]
 
 
+def test_with_ingress_only_the_ingress_path_reaches_the_apiservers(
+    ingress_access: TenantAccess,
+) -> None:
+    """The apiservers' policy now admits the exposure path only (here Traefik on the node, which
+    the NetworkPolicy API always lets through), no longer anyone: a pod of another namespace
+    that reached 6443 under nodePort (test_network_policies.py) times out now."""
+    infra = ingress_access.infra
+    ensure_probe_namespace(infra)
+    for pod in component_pods(infra, "kube-apiserver"):
+        if is_terminating(pod):
+            continue
+        reach = probe(infra, f"https://{pod['status']['podIP']}:6443")
+        assert reach is Reach.BLOCKED, f"{pod['metadata']['name']}: {reach}"
+    assert ingress_access.kubectl("get", "--raw", "/readyz").stdout == "ok"
+
+
 @pytest.fixture(scope="module")
 def ingress_worker(ingress_access: TenantAccess) -> Iterator[Worker]:
     bootstrap = str(ingress_access.outputs["bootstrapKubeconfig"])
@@ -150,7 +167,12 @@ def ingress_worker(ingress_access: TenantAccess) -> Iterator[Worker]:
 
 def _proxy_pod_on(access: TenantAccess, node: str) -> dict[str, Any] | None:
     listed = access.kubectl_json(
-        "get", "pods", "-n", in_cluster_api.PROXY_NAMESPACE, "-l", f"k8s-app={in_cluster_api.PROXY}"
+        "get",
+        "pods",
+        "-n",
+        in_cluster_api.API_PROXY_NAMESPACE,
+        "-l",
+        f"k8s-app={in_cluster_api.API_PROXY}",
     )["items"]
     ready = [p for p in listed if p["spec"].get("nodeName") == node and _ready(p)]
     return ready[0] if ready else None
@@ -177,7 +199,11 @@ def test_the_node_joins_through_the_ingress_and_runs_the_proxy(
         print(access.kubectl("get", "pods", "-A", "-o", "wide").stdout)
         print(
             access.kubectl(
-                "describe", "daemonset", "-n", in_cluster_api.PROXY_NAMESPACE, in_cluster_api.PROXY
+                "describe",
+                "daemonset",
+                "-n",
+                in_cluster_api.API_PROXY_NAMESPACE,
+                in_cluster_api.API_PROXY,
             ).stdout
         )
         raise
@@ -195,7 +221,7 @@ def test_the_node_joins_through_the_ingress_and_runs_the_proxy(
     assert not service["spec"].get("selector")
     assert service["spec"]["clusterIP"] == access.settings.kubernetes_service_ip
     assert _kubernetes_endpoints(access) == {
-        (access.settings.api_proxy_address, in_cluster_api.PROXY_PORT)
+        (access.settings.api_proxy_address, in_cluster_api.API_PROXY_PORT)
     }
 
 
@@ -272,7 +298,7 @@ def test_an_admin_of_default_cannot_become_kubernetes_default_or_read_the_proxy_
     assert as_attacker("auth", "can-i", "update", "services", "-n", "default").stdout.strip() == (
         "yes"
     )
-    expected = {(access.settings.api_proxy_address, in_cluster_api.PROXY_PORT)}
+    expected = {(access.settings.api_proxy_address, in_cluster_api.API_PROXY_PORT)}
 
     # 1. A pod wearing the proxy's labels, Ready on the worker, is no endpoint.
     impostor: dict[str, Any] = {
@@ -281,7 +307,7 @@ def test_an_admin_of_default_cannot_become_kubernetes_default_or_read_the_proxy_
         "metadata": {
             "name": IMPOSTOR,
             "namespace": "default",
-            "labels": in_cluster_api.PROXY_LABELS,
+            "labels": in_cluster_api.API_PROXY_LABELS,
         },
         "spec": {
             "nodeSelector": {"kubernetes.io/hostname": NODE_NAME},
@@ -306,7 +332,7 @@ def test_an_admin_of_default_cannot_become_kubernetes_default_or_read_the_proxy_
         time.sleep(1)
 
     # 2. A selector on the Service is refused by the admission policy.
-    selector = json.dumps({"spec": {"selector": in_cluster_api.PROXY_LABELS}})
+    selector = json.dumps({"spec": {"selector": in_cluster_api.API_PROXY_LABELS}})
     patched = as_attacker("patch", "service", "kubernetes", "-n", "default", "-p", selector)
     assert patched.returncode != 0 and "takes no selector" in patched.stderr, patched.stderr
     assert not access.kubectl_json("get", "service", "kubernetes", "-n", "default")["spec"].get(
@@ -322,15 +348,17 @@ def test_an_admin_of_default_cannot_become_kubernetes_default_or_read_the_proxy_
 
     # 4. The proxy's key: not in `default` (a pod mounts only Secrets of its own namespace), and
     #    neither readable nor mountable in kube-system.
-    assert not access.exists("secret", in_cluster_api.PROXY, "-n", "default")
-    read = as_attacker("get", "secret", in_cluster_api.PROXY, "-n", in_cluster_api.PROXY_NAMESPACE)
+    assert not access.exists("secret", in_cluster_api.API_PROXY, "-n", "default")
+    read = as_attacker(
+        "get", "secret", in_cluster_api.API_PROXY, "-n", in_cluster_api.API_PROXY_NAMESPACE
+    )
     assert read.returncode != 0 and "forbidden" in read.stderr, read.stderr
     thief = {
         **impostor,
-        "metadata": {"name": "thief", "namespace": in_cluster_api.PROXY_NAMESPACE},
+        "metadata": {"name": "thief", "namespace": in_cluster_api.API_PROXY_NAMESPACE},
         "spec": {
             **impostor["spec"],
-            "volumes": [{"name": "kubeconfig", "secret": {"secretName": in_cluster_api.PROXY}}],
+            "volumes": [{"name": "kubeconfig", "secret": {"secretName": in_cluster_api.API_PROXY}}],
         },
     }
     stolen = as_attacker("create", "-f", "-", input=json.dumps(thief))
@@ -371,7 +399,7 @@ def test_renewal_rolls_the_proxy_and_in_cluster_clients_keep_working(
 
 def _proxy_certificate(access: TenantAccess) -> str:
     secret = access.kubectl_json(
-        "get", "secret", in_cluster_api.PROXY, "-n", in_cluster_api.PROXY_NAMESPACE
+        "get", "secret", in_cluster_api.API_PROXY, "-n", in_cluster_api.API_PROXY_NAMESPACE
     )
     return str(secret["data"]["tls.crt"])
 

@@ -14,14 +14,14 @@ import pytest
 
 from components.config import ConfigError, parse_settings
 from components.in_cluster_api import (
-    PROXY_LABELS,
-    PROXY_PORT,
+    API_PROXY_LABELS,
+    API_PROXY_PORT,
+    api_proxy_config,
+    api_proxy_daemonset,
     host_prefix,
     kubernetes_endpoint,
     no_selector_policy,
     no_selector_policy_binding,
-    proxy_config,
-    proxy_daemonset,
 )
 from tests.harness import ProgramRun, run_program
 
@@ -33,7 +33,7 @@ def config_lines(text: str) -> list[str]:
 
 
 def test_proxy_terminates_tls_and_reoriginates_it_to_the_api_host_by_name() -> None:
-    lines = config_lines(proxy_config("172.20.0.1", "api.red.example.com", 443))
+    lines = config_lines(api_proxy_config("172.20.0.1", "api.red.example.com", 443))
     assert "mode tcp" in lines
     assert "bind ipv4@172.20.0.1:6443 ssl crt /etc/kubernetes-api-proxy/serving.pem" in lines, (
         "listens on the node-local address only, at the endpoint's port, with its certificate"
@@ -51,7 +51,7 @@ def test_proxy_terminates_tls_and_reoriginates_it_to_the_api_host_by_name() -> N
 
 
 def test_proxy_follows_the_api_port_of_the_exposure_and_the_address_family() -> None:
-    config = proxy_config("fd00:20::1", "api.example.org", 8443)
+    config = api_proxy_config("fd00:20::1", "api.example.org", 8443)
     assert "server api api.example.org:8443 " in config
     assert "bind ipv6@fd00:20::1:6443 " in config
     assert host_prefix("fd00:20::1") == "fd00:20::1/128"
@@ -61,8 +61,8 @@ def test_proxy_follows_the_api_port_of_the_exposure_and_the_address_family() -> 
 @pytest.mark.parametrize(
     ("extra", "endpoint"),
     [
-        ({}, ("172.20.0.1", PROXY_PORT)),
-        ({"apiProxyAddress": "192.0.2.77"}, ("192.0.2.77", PROXY_PORT)),
+        ({}, ("172.20.0.1", API_PROXY_PORT)),
+        ({"apiProxyAddress": "192.0.2.77"}, ("192.0.2.77", API_PROXY_PORT)),
         ({"exposure": "nodePort", "apiAdvertiseAddress": "192.0.2.5"}, ("192.0.2.5", 31443)),
         ({"exposure": "loadBalancer", "loadBalancerIP": "192.0.2.6"}, ("192.0.2.6", 6443)),
     ],
@@ -109,13 +109,13 @@ def test_the_policy_refuses_a_selector_on_the_kubernetes_service_only() -> None:
 
 def test_proxy_daemonset_shape() -> None:
     settings = parse_settings({**CONFIG, "apiProxyImage": "mirror.example/haproxy:2.6.12"})
-    daemonset = proxy_daemonset(settings, "c0ffee", "beef")
+    daemonset = api_proxy_daemonset(settings, "c0ffee", "beef")
     assert daemonset["metadata"]["namespace"] == "kube-system"
     rolling = daemonset["spec"]["updateStrategy"]["rollingUpdate"]
     assert rolling == {"maxSurge": 1, "maxUnavailable": 0}, "never a node without a proxy"
     template = daemonset["spec"]["template"]
-    assert template["metadata"]["labels"] == PROXY_LABELS
-    assert daemonset["spec"]["selector"]["matchLabels"] == PROXY_LABELS
+    assert template["metadata"]["labels"] == API_PROXY_LABELS
+    assert daemonset["spec"]["selector"]["matchLabels"] == API_PROXY_LABELS
     assert set(template["metadata"]["annotations"].values()) == {"c0ffee", "beef"}
     pod = template["spec"]
     assert pod["hostNetwork"] is True, "the proxy must not wait for the tenant's CNI"
@@ -127,7 +127,7 @@ def test_proxy_daemonset_shape() -> None:
     (container,) = pod["containers"]
     assert container["image"] == "mirror.example/haproxy:2.6.12"
     assert "ports" not in container, "host ports would block other pods' 6443 on the node"
-    probe = {"host": "172.20.0.1", "port": PROXY_PORT}
+    probe = {"host": "172.20.0.1", "port": API_PROXY_PORT}
     assert container["readinessProbe"]["tcpSocket"] == probe
     assert container["livenessProbe"]["tcpSocket"] == probe
     (tls,) = [v for v in pod["volumes"] if v["name"] == "tls"]

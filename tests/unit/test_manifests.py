@@ -15,7 +15,7 @@ from components.apiserver import (
 )
 from components.config import ControlPlaneSettings, parse_settings
 from components.controller_manager import controller_manager_command
-from components.etcd import etcd_command, etcd_network_policy_spec, etcd_statefulset_spec
+from components.etcd import etcd_command, etcd_statefulset_spec
 from components.exposure import PASSTHROUGH_ANNOTATIONS, external_service_spec, ingress_spec
 from components.kubeconfig import build_kubeconfig
 from components.names import ObjectNames
@@ -157,19 +157,6 @@ def test_etcd_default_storage_class_is_left_to_the_cluster() -> None:
     settings, names = setup()
     claim = etcd_statefulset_spec(settings, names, "g3n3r4t1")["volumeClaimTemplates"][0]["spec"]
     assert "storageClassName" not in claim
-
-
-def test_only_apiserver_and_peers_reach_etcd() -> None:
-    _, names = setup()
-    api_labels = {"app.kubernetes.io/name": "kube-apiserver"}
-    spec = etcd_network_policy_spec(names, api_labels)
-    assert spec["policyTypes"] == ["Ingress"]
-    client_rule, peer_rule, health_rule = spec["ingress"]
-    assert client_rule["from"] == [{"podSelector": {"matchLabels": api_labels}}]
-    assert [p["port"] for p in client_rule["ports"]] == [2379]
-    assert peer_rule["from"][0]["podSelector"]["matchLabels"] == spec["podSelector"]["matchLabels"]
-    assert {p["port"] for p in peer_rule["ports"]} == {2379, 2380}
-    assert "from" not in health_rule and [p["port"] for p in health_rule["ports"]] == [2381]
 
 
 @pytest.mark.parametrize(("replicas", "max_unavailable"), [(1, 1), (2, 1), (3, 1), (5, 2)])

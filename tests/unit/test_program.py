@@ -277,6 +277,7 @@ def test_one_component_per_concern_and_names_derived_from_the_cluster(run: Progr
         "green": "k8s-on-k8s:index:ControlPlane",
         "green-pki": "k8s-on-k8s:index:Pki",
         "green-etcd": "k8s-on-k8s:index:Etcd",
+        "green-network-policies": "k8s-on-k8s:index:NetworkPolicies",
         "green-apiserver": "k8s-on-k8s:index:ApiServer",
         "green-controller-manager": "k8s-on-k8s:index:ControllerManager",
         "green-scheduler": "k8s-on-k8s:index:Scheduler",

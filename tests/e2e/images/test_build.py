@@ -22,6 +22,7 @@ BINARIES = [
     "coredns",
     "proxy-server",
     "proxy-agent",
+    "kube-network-policies",
 ]
 KUBE_PROXY = "registry.k8s.io/kube-proxy:v1.37.2"
 

@@ -36,7 +36,7 @@ KUBELET_KERNEL_SYSCTLS = (
     "kernel.keys.root_maxbytes",
 )
 CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
-HOST_TOOLS = ("containerd", "ctr", "runc", "ip", "iptables", "mount", "umount", "pgrep")
+HOST_TOOLS = ("containerd", "ctr", "runc", "ip", "iptables", "nft", "mount", "umount", "pgrep")
 
 
 class RigStartError(RuntimeError):
@@ -68,7 +68,7 @@ def missing_prerequisites(settings: RigSettings) -> list[str]:
     if tools:
         problems.append(
             f"host tools missing: {', '.join(tools)} (apt-get install containerd runc iptables "
-            "iproute2 procps)"
+            "nftables iproute2 procps)"
         )
     nameservers = _nameservers(Path("/etc/resolv.conf"))
     if nameservers != [settings.dns_ip]:
@@ -641,8 +641,35 @@ class InfraCluster:
             timeout=60,
             watch=[coredns],
         )
+        self._start_network_policy_implementation([kubelet, containerd])
         self._start_ingress_controller(commands)
         assert kubelet.is_running()
+
+    def _start_network_policy_implementation(self, watch: list[ManagedProcess]) -> None:
+        """kube-network-policies, deployed as its users do, enforcing before any tenant pod
+        starts; ready once its pod runs and its nftables table is in place."""
+        from tests.e2e.images.build import KUBE_NETWORK_POLICIES_IMAGE
+
+        started = time.monotonic()
+        self.apply(
+            objects.object_list(objects.network_policy_implementation(KUBE_NETWORK_POLICIES_IMAGE))
+        )
+        family, table = objects.NETWORK_POLICY_NFT_TABLE
+
+        def enforcing() -> bool:
+            pods = self.kubectl_json(
+                "-n", "kube-system", "get", "pods", "-l", f"app={objects.NETWORK_POLICY_NAME}"
+            )["items"]
+            running = any(
+                status.get("ready")
+                for pod in pods
+                for status in pod.get("status", {}).get("containerStatuses", [])
+            )
+            return running and (family, table) in host.nft_tables()
+
+        wait_until("kube-network-policies to enforce", enforcing, timeout=120, watch=watch)
+        self.timings["network_policies_seconds"] = time.monotonic() - started
+        log(f"kube-network-policies enforces NetworkPolicies (table {family} {table})")
 
     def _start_ingress_controller(self, commands: dict[str, list[str]]) -> None:
         s = self.settings
@@ -685,10 +712,13 @@ class InfraCluster:
 
     def _import_images(self) -> None:
         # Imported here so the rig's other parts work without the images package.
-        from tests.e2e.images.build import build_all
+        from tests.e2e.images.build import E2E_CLIENT, build_all, build_image
 
-        images = build_all(self.settings.bin_dir, self.settings.images_dir)
-        import_images(self.settings.containerd_socket, images, "containerd")
+        s = self.settings
+        images = build_all(s.bin_dir, s.images_dir)
+        # Client pods that probe the host namespace's NetworkPolicies from inside the rig.
+        images.append((E2E_CLIENT.reference, build_image(E2E_CLIENT, s.bin_dir, s.images_dir)))
+        import_images(s.containerd_socket, images, "containerd")
 
     # -- Objects ------------------------------------------------------------------------------
 
@@ -896,6 +926,9 @@ class InfraCluster:
             links = host.remaining_links(s)
             if links:
                 found.append(f"interfaces: {links}")
+            tables = host.nft_tables()
+            if tables:
+                found.append(f"nftables tables: {tables}")
         cgroup_pids = host.cgroup_pids(s.cgroup_root)
         if cgroup_pids:
             found.append(f"processes in cgroup {s.cgroup_root}: {sorted(cgroup_pids)}")

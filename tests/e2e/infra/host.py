@@ -105,6 +105,23 @@ def teardown_node_network(settings: RigSettings) -> None:
         for table in ("filter", "nat", "mangle", "raw"):
             run([tool, "-t", table, "-F"], check=False)
             run([tool, "-t", table, "-X"], check=False)
+    # A NetworkPolicy implementation killed with its pod leaves its table (and a queue nobody
+    # reads, which drops) behind.
+    for family, table in nft_tables():
+        run(["nft", "delete", "table", family, table], check=False)
+
+
+def nft_tables() -> list[tuple[str, str]]:
+    """The nftables tables of this namespace other than iptables-nft's own, as (family, name)."""
+    listing = run(["nft", "list", "tables"], check=False).stdout.splitlines()
+    iptables_nft = {"filter", "nat", "mangle", "raw", "security"}
+    tables = []
+    for line in listing:
+        _, family, name = line.split()
+        if family in ("ip", "ip6") and name in iptables_nft:
+            continue
+        tables.append((family, name))
+    return tables
 
 
 def _links() -> list[str]:

@@ -94,3 +94,96 @@ def ingress_class(*, name: str, controller: str) -> dict:
 
 def object_list(items: list[dict]) -> dict:
     return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+NETWORK_POLICY_NAME = "kube-network-policies"
+# The nftables table it keeps its rules in (its default), and the NFQUEUE it reads from.
+NETWORK_POLICY_NFT_TABLE = ("inet", "kube-network-policies")
+NETWORK_POLICY_QUEUE = 98
+
+
+def network_policy_implementation(image: str) -> list[dict]:
+    """kube-network-policies as its install.yaml deploys it: a privileged host-network
+    DaemonSet in kube-system that may list and watch pods, namespaces and NetworkPolicies.
+
+    It queues the first packet of every new connection to or from a pod that a policy selects
+    to user space and drops what no policy allows (fail closed: nothing passes while it is not
+    running). NRI is off: the rig's containerd runs no NRI socket, so pod IPs come from the
+    apiserver.
+    """
+    name = NETWORK_POLICY_NAME
+    selector = {"app": name}
+    rbac = "rbac.authorization.k8s.io/v1"
+    return [
+        {
+            "apiVersion": rbac,
+            "kind": "ClusterRole",
+            "metadata": {"name": name},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["pods", "namespaces"],
+                    "verbs": ["list", "watch"],
+                },
+                {
+                    "apiGroups": ["networking.k8s.io"],
+                    "resources": ["networkpolicies"],
+                    "verbs": ["list", "watch"],
+                },
+            ],
+        },
+        {
+            "apiVersion": rbac,
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": name,
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "kube-system"}],
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": "kube-system"},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": name, "namespace": "kube-system", "labels": selector},
+            "spec": {
+                "selector": {"matchLabels": selector},
+                "template": {
+                    "metadata": {"labels": selector},
+                    "spec": {
+                        "hostNetwork": True,
+                        "serviceAccountName": name,
+                        "tolerations": [{"operator": "Exists", "effect": "NoSchedule"}],
+                        "containers": [
+                            {
+                                "name": name,
+                                "image": image,
+                                "imagePullPolicy": "Never",
+                                "command": ["/bin/netpol"],
+                                "args": [
+                                    "--hostname-override=$(NODE_NAME)",
+                                    f"--nfqueue-id={NETWORK_POLICY_QUEUE}",
+                                    "--disable-nri",
+                                    "--metrics-bind-address=127.0.0.1:9080",
+                                    "--v=2",
+                                ],
+                                "env": [
+                                    {
+                                        "name": "NODE_NAME",
+                                        "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}},
+                                    }
+                                ],
+                                "securityContext": {"privileged": True},
+                            }
+                        ],
+                    },
+                },
+            },
+        },
+    ]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+import subprocess
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -224,3 +226,44 @@ def test_dns_response_parsing() -> None:
     header = struct.pack("!HHHHHH", 7, 0x8180, 1, 1, 0, 0)
     response = header + query[12:] + answer_record
     assert dns.parse_response(response, 7) == dns.Answer("NOERROR", ("10.96.0.9",))
+
+
+def test_the_network_policy_implementation_is_deployed_as_upstream_does() -> None:
+    manifests = {m["kind"]: m for m in objects.network_policy_implementation("img:v1")}
+    assert set(manifests) == {"ClusterRole", "ClusterRoleBinding", "ServiceAccount", "DaemonSet"}
+    rules = manifests["ClusterRole"]["rules"]
+    assert {r for rule in rules for r in rule["resources"]} == {
+        "pods",
+        "namespaces",
+        "networkpolicies",
+    }
+    assert all(rule["verbs"] == ["list", "watch"] for rule in rules)
+    pod = manifests["DaemonSet"]["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True
+    container = pod["containers"][0]
+    assert container["securityContext"] == {"privileged": True}
+    assert f"--nfqueue-id={objects.NETWORK_POLICY_QUEUE}" in container["args"]
+    # Fail closed: without --fail-open, a packet it cannot judge is dropped.
+    assert not any(arg.startswith("--fail-open") for arg in container["args"])
+
+
+def test_nft_tables_leaves_out_the_tables_of_iptables_nft(monkeypatch: Any) -> None:
+    listing = "table ip filter\ntable ip nat\ntable ip6 filter\ntable inet kube-network-policies\n"
+    monkeypatch.setattr(
+        host, "run", lambda argv, check=True: subprocess.CompletedProcess(argv, 0, listing, "")
+    )
+    assert host.nft_tables() == [("inet", "kube-network-policies")]
+
+
+def test_a_probe_tells_a_dropped_handshake_from_a_reached_port() -> None:
+    from tests.e2e.probes import Reach, classify
+
+    dropped = "Unable to connect to the server: dial tcp 10.244.0.9:2379: i/o timeout"
+    assert classify(dropped) is Reach.BLOCKED
+    webhook = 'failed calling webhook "x": Post "https://10.244.0.9/": context deadline exceeded'
+    assert classify(webhook) is Reach.BLOCKED
+    refused = "dial tcp 10.244.0.9:8443: connect: connection refused"
+    assert classify(refused) is Reach.REFUSED
+    assert classify("Unable to connect to the server: remote error: tls: certificate required") is (
+        Reach.ANSWERED
+    )

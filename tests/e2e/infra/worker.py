@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tests.e2e.images.build import E2E_CLIENT
+
 from . import configs, host
 from .cluster import (
     RigStartError,
@@ -61,7 +63,7 @@ CLONE_NEWNET = 0x40000000
 NETNS_DIR = Path("/run/netns")
 
 # The images a tenant worker runs: the sandbox, the two add-ons and a client for the tests.
-E2E_CLIENT_IMAGE = "localhost/k8s-on-k8s/e2e-client:v1.37.2"
+E2E_CLIENT_IMAGE = E2E_CLIENT.reference
 # The node-local proxy behind kubernetes.default (exposure ingress): Debian's HAProxy at the
 # official image's path, under a local name (the stack's `apiProxyImage` in the ingress test).
 HAPROXY = Path("/usr/sbin/haproxy")
@@ -239,12 +241,7 @@ def build_worker_images(bin_dir: Path, out_dir: Path) -> list[tuple[str, Path]]:
     konnectivity_agent = (
         f"{build.REGISTRY}/kas-network-proxy/proxy-agent:{build.KONNECTIVITY_VERSION}"
     )
-    client = build.ImageSpec(
-        reference=E2E_CLIENT_IMAGE,
-        binaries={"/usr/local/bin/kubectl": "kubectl", "/pause": "pause"},
-        entrypoint=["/usr/local/bin/kubectl"],
-        user="65532:65532",
-    )
+    client = build.E2E_CLIENT
     images = [
         (pause, build.build_image(by_reference[pause], bin_dir, out_dir)),
         (

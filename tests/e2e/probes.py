@@ -1,0 +1,150 @@
+"""Connection probes from pods of the infrastructure cluster, to check its NetworkPolicies.
+
+A probe is one kubectl request from inside a pod (the e2e client image) with a short timeout.
+What it prints says how far the connection got: a policy drop leaves the TCP handshake
+unanswered (a dial timeout), while a port that was reached answers with anything else (an HTTP
+status, a TLS alert, or a refusal when nothing listens).
+"""
+
+from __future__ import annotations
+
+import enum
+import subprocess
+import time
+from typing import Any
+
+from tests.e2e.images.build import E2E_CLIENT
+from tests.e2e.infra import InfraCluster
+
+PROBE_NAMESPACE = "netpol-probe"
+PROBER = "prober"
+# A pod that listens nowhere: reached, it refuses; a policy drop makes its caller time out.
+VICTIM = "victim"
+TIMEOUT_SECONDS = 3
+RESTRICTED = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+class Reach(enum.Enum):
+    BLOCKED = "blocked"  # no answer to the handshake: dropped on the way
+    REFUSED = "refused"  # the host answered, nothing listens there
+    ANSWERED = "answered"  # something listens and spoke (HTTP, TLS)
+
+
+def classify(output: str) -> Reach:
+    """What a failed or successful request's output says about the connection."""
+    if "connection refused" in output:
+        return Reach.REFUSED
+    if "i/o timeout" in output or "deadline exceeded" in output or "Client.Timeout" in output:
+        return Reach.BLOCKED
+    return Reach.ANSWERED
+
+
+def idle_pod(name: str, namespace: str, pod_labels: dict[str, str] | None = None) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": pod_labels or {"app": name}},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "terminationGracePeriodSeconds": 0,
+            "containers": [
+                {
+                    "name": "client",
+                    "image": E2E_CLIENT.reference,
+                    "imagePullPolicy": "Never",
+                    "command": ["/pause"],
+                    "env": [{"name": "HOME", "value": "/tmp"}],
+                    "securityContext": RESTRICTED,
+                }
+            ],
+        },
+    }
+
+
+def probe_namespace_objects() -> list[dict[str, Any]]:
+    """A namespace of another team in the infrastructure cluster, with a prober and a victim."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": PROBE_NAMESPACE,
+                "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+            },
+        },
+        idle_pod(PROBER, PROBE_NAMESPACE),
+        idle_pod(VICTIM, PROBE_NAMESPACE),
+    ]
+
+
+def wait_ready(infra: InfraCluster, namespace: str, *names: str, tenant: bool = False) -> None:
+    for name in names:
+        infra.kubectl(
+            "-n",
+            namespace,
+            "wait",
+            "--for=condition=Ready",
+            f"pod/{name}",
+            "--timeout=120s",
+            tenant=tenant,
+        )
+
+
+def pod_ip(infra: InfraCluster, namespace: str, name: str, *, tenant: bool = False) -> str:
+    pod = infra.kubectl_json("-n", namespace, "get", "pod", name, tenant=tenant)
+    return str(pod["status"]["podIP"])
+
+
+def ensure_probe_namespace(infra: InfraCluster) -> None:
+    namespace, *pods = probe_namespace_objects()
+    infra.apply(namespace)
+    # Pods are admitted only once the namespace's default ServiceAccount exists.
+    deadline = time.monotonic() + 60
+    while infra.kubectl(
+        "-n", PROBE_NAMESPACE, "get", "serviceaccount", "default", check=False
+    ).returncode:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no default ServiceAccount in {PROBE_NAMESPACE} after 60s")
+        time.sleep(1)
+    for pod in pods:
+        infra.apply(pod)
+    wait_ready(infra, PROBE_NAMESPACE, PROBER, VICTIM)
+
+
+def probe(
+    infra: InfraCluster,
+    target: str,
+    *,
+    pod: str = PROBER,
+    namespace: str = PROBE_NAMESPACE,
+    tenant: bool = False,
+) -> Reach:
+    """One request from `pod` to `target` (`https://ip:port` or `http://ip:port`)."""
+    request = [
+        "/usr/local/bin/kubectl",
+        f"--server={target}",
+        "--insecure-skip-tls-verify",
+        f"--request-timeout={TIMEOUT_SECONDS}s",
+        "get",
+        "--raw",
+        "/healthz",
+    ]
+    result = infra.kubectl(
+        "-n", namespace, "exec", pod, "--", *request, tenant=tenant, check=False, timeout=60
+    )
+    if result.returncode == 0:
+        return Reach.ANSWERED
+    # kubectl exec passes the request's own failure on and adds this line; without it, the
+    # exec itself failed and says nothing about the connection.
+    if "command terminated with exit code" not in result.stderr:
+        raise subprocess.CalledProcessError(
+            result.returncode, request, output=result.stdout, stderr=result.stderr
+        )
+    return classify(result.stdout + result.stderr)
