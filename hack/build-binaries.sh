@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the binaries the e2e rig and the tenant images need, from the Go module proxy only:
 #   kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl kubeadm
-#   etcd etcdctl pause coredns proxy-server proxy-agent traefik kube-network-policies
+#   etcd etcdctl pause coredns proxy-server proxy-agent traefik kube-router
 # into ${K8S_ON_K8S_CACHE:-/var/cache/k8s-on-k8s}/<version>/bin (outside the work tree).
 #
 # Usage: hack/build-binaries.sh [K8S_VERSION]   (only v1.37.2: the wrapper go.mod pins it)
@@ -22,9 +22,11 @@ readonly KONNECTIVITY_MODULE="sigs.k8s.io/apiserver-network-proxy"
 # built in writable copies of the downloaded modules (see hack/build/README.md, "traefik/").
 readonly TRAEFIK_VERSION="v3.7.13"
 readonly TRAEFIK_MODULE="github.com/traefik/traefik/v3"
-# The rig's NetworkPolicy implementation (nftables and an NFQUEUE), pinned by its wrapper go.mod.
-readonly KUBE_NETWORK_POLICIES_VERSION="v0.8.0"
-readonly KUBE_NETWORK_POLICIES_MODULE="sigs.k8s.io/kube-network-policies"
+# The rig's NetworkPolicy implementation (its firewall only), pinned by its wrapper go.mod.
+# v2.1.0 is the one release the module proxy serves; the flaws reported against it are in its
+# service proxy, which the rig does not run.
+readonly KUBE_ROUTER_VERSION="v2.1.0"
+readonly KUBE_ROUTER_MODULE="github.com/cloudnativelabs/kube-router/v2"
 # Stands in for the fork of it that Traefik's go.mod names and the module proxy refuses.
 readonly GO_HTTP_AUTH="github.com/abbot/go-http-auth@v0.4.0"
 
@@ -68,13 +70,12 @@ version_command() { # name
   esac
 }
 
-# Prints what identifies a binary's version. proxy-server, proxy-agent and kube-network-policies
-# have no version flag:
+# Prints what identifies a binary's version. proxy-server and proxy-agent have no version flag:
 # check that they run (--help) and print the module versions Go embeds in every binary.
 version_output() { # name
   local binary="${bin_dir}/$1"
   case "$1" in
-    proxy-server | proxy-agent | kube-network-policies)
+    proxy-server | proxy-agent)
       "${binary}" --help >/dev/null 2>&1 && go version -m "${binary}"
       ;;
     *)
@@ -209,10 +210,10 @@ traefik_ldflags+=" -X ${TRAEFIK_MODULE}/pkg/version.BuildDate=${traefik_build_da
 build traefik "${TRAEFIK_VERSION#v}" "${traefik_work_dir}/traefik" ./cmd/traefik \
   "${traefik_ldflags}" prepare_traefik
 
-# --- kube-network-policies ---------------------------------------------------------------------
-build kube-network-policies \
-  "${KUBE_NETWORK_POLICIES_MODULE}"$'\t'"${KUBE_NETWORK_POLICIES_VERSION}" \
-  "${build_dir}/kube-network-policies" "${KUBE_NETWORK_POLICIES_MODULE}/cmd" ""
+# --- kube-router -------------------------------------------------------------------------------
+build kube-router "${KUBE_ROUTER_VERSION}" "${build_dir}/kube-router" \
+  "${KUBE_ROUTER_MODULE}/cmd/kube-router" \
+  "-X ${KUBE_ROUTER_MODULE}/pkg/version.Version=${KUBE_ROUTER_VERSION}"
 
 log "all binaries ready in ${bin_dir} (total $((SECONDS - total_started))s)"
 ls -l "${bin_dir}"

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the e2e rig needs from Debian on a fresh machine (root): containerd, runc, the CNI
-# plugins, iptables, nftables (the rig's NetworkPolicy rules are checked and cleaned up with nft) and
-# iproute2, and HAProxy (only its binary is used: the image of the tenant's
+# plugins, iptables, ipset (kube-router, the rig's NetworkPolicy implementation, runs it from its
+# image; the rig cleans its sets up) and iproute2, and HAProxy (only its binary is used: the image of the tenant's
 # node-local API proxy is built from it). Go comes with the machine; the Kubernetes binaries are built
 # from the Go module proxy by hack/build-binaries.sh.
 set -euo pipefail
 
-packages=(containerd runc containernetworking-plugins iptables nftables iproute2 conntrack haproxy)
+packages=(containerd runc containernetworking-plugins iptables ipset iproute2 conntrack haproxy)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||

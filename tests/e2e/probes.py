@@ -1,9 +1,10 @@
 """Connection probes from pods of the infrastructure cluster, to check its NetworkPolicies.
 
-A probe is one kubectl request from inside a pod (the e2e client image) with a short timeout.
-What it prints says how far the connection got: a policy drop leaves the TCP handshake
-unanswered (a dial timeout), while a port that was reached answers with anything else (an HTTP
-status, a TLS alert, or a refusal when nothing listens).
+A probe is one kubectl request from inside a pod (the e2e client image) with a short timeout,
+always to a port where something listens. What it prints says whether the connection got
+there: the rig's implementation (kube-router) REJECTs what no policy allows, which the caller
+sees as a refused connection (a drop would be a dial timeout; both count as blocked), while a
+port that was reached answers with anything else (an HTTP status, a TLS alert).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from tests.e2e.infra import InfraCluster
 
 PROBE_NAMESPACE = "netpol-probe"
 PROBER = "prober"
-# A pod that listens nowhere: reached, it refuses; a policy drop makes its caller time out.
+# A pod of another namespace that answers every HTTP request with 403 on VICTIM_PORT.
 VICTIM = "victim"
+VICTIM_PORT = 8443
 TIMEOUT_SECONDS = 3
 RESTRICTED = {
     "allowPrivilegeEscalation": False,
@@ -31,18 +33,16 @@ RESTRICTED = {
 
 
 class Reach(enum.Enum):
-    BLOCKED = "blocked"  # no answer to the handshake: dropped on the way
-    REFUSED = "refused"  # the host answered, nothing listens there
-    ANSWERED = "answered"  # something listens and spoke (HTTP, TLS)
+    BLOCKED = "blocked"  # rejected (refused) or dropped (no answer) on the way to a listener
+    ANSWERED = "answered"  # the listener spoke (HTTP, TLS)
+
+
+BLOCKED_SIGNS = ("connection refused", "i/o timeout", "deadline exceeded", "Client.Timeout")
 
 
 def classify(output: str) -> Reach:
     """What a failed or successful request's output says about the connection."""
-    if "connection refused" in output:
-        return Reach.REFUSED
-    if "i/o timeout" in output or "deadline exceeded" in output or "Client.Timeout" in output:
-        return Reach.BLOCKED
-    return Reach.ANSWERED
+    return Reach.BLOCKED if any(sign in output for sign in BLOCKED_SIGNS) else Reach.ANSWERED
 
 
 def idle_pod(name: str, namespace: str, pod_labels: dict[str, str] | None = None) -> dict:
@@ -80,8 +80,26 @@ def probe_namespace_objects() -> list[dict[str, Any]]:
             },
         },
         idle_pod(PROBER, PROBE_NAMESPACE),
-        idle_pod(VICTIM, PROBE_NAMESPACE),
+        listening_pod(VICTIM, PROBE_NAMESPACE),
     ]
+
+
+def listening_pod(name: str, namespace: str) -> dict:
+    """A pod that answers every HTTP request on VICTIM_PORT with 403 (a `kubectl proxy` that
+    rejects every path, so it never dials anywhere), ready once it listens."""
+    pod = idle_pod(name, namespace)
+    container = pod["spec"]["containers"][0]
+    container["command"] = [
+        "/usr/local/bin/kubectl",
+        "proxy",
+        "--address=0.0.0.0",
+        f"--port={VICTIM_PORT}",
+        "--accept-hosts=.*",
+        "--reject-paths=.*",
+        "--server=http://127.0.0.1:1",
+    ]
+    container["readinessProbe"] = {"tcpSocket": {"port": VICTIM_PORT}, "periodSeconds": 1}
+    return pod
 
 
 def wait_ready(infra: InfraCluster, namespace: str, *names: str, tenant: bool = False) -> None:

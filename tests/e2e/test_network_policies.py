@@ -1,13 +1,14 @@
 """The host namespace's NetworkPolicies, enforced by a real implementation.
 
-The rig runs kube-network-policies v0.8.0 (tests/e2e/infra/objects.py) from before the tenant is
+The rig runs kube-router v2.1.0's firewall (tests/e2e/infra/objects.py) from before the tenant is
 deployed, so every module runs under enforcement and proves the allowed paths by working: the
 apiservers reach etcd, the members reach each other, the controller-manager and scheduler reach
 the apiservers (they hold their leases), a worker reaches the API and its konnectivity agent
 the proxy-server through the NodePorts, the apiservers reach the worker's kubelet (the
 `apiServerEgressCidrs` of the e2e stack). This module tries every rule from outside, from a pod
 of another namespace and from a pod of the tenant's own namespace, with a control that shows
-the same probe reaching what is open to it.
+the same probe reaching what is open to it. Every probe goes to a port where something
+listens, so a refused or unanswered connection is the policies' doing.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from typing import Any
 import pytest
 
 from tests.e2e.infra import InfraCluster
-from tests.e2e.infra.objects import NETWORK_POLICY_NAME, NETWORK_POLICY_NFT_TABLE
+from tests.e2e.infra.objects import NETWORK_POLICY_NAME
 from tests.e2e.probes import (
     PROBE_NAMESPACE,
     VICTIM,
+    VICTIM_PORT,
     Reach,
     classify,
     ensure_probe_namespace,
@@ -39,7 +41,7 @@ from tests.e2e.tenant import CLUSTER, FIGURES, WORKER_EGRESS_CIDR, Tenant, compo
 NEIGHBOUR = "neighbour"
 WEBHOOK = "netpol-egress-probe"
 WEBHOOK_NAMESPACE = "egress-probe"
-# kube-network-policies applies a changed policy asynchronously (its informers, then nftables).
+# kube-router applies a changed policy asynchronously (its informers, then iptables-restore).
 POLICY_PROPAGATION_SECONDS = 60
 
 
@@ -60,26 +62,34 @@ def pod_ips(infra: InfraCluster, component: str) -> list[str]:
     return ips
 
 
-def test_kube_network_policies_enforces_for_every_control_plane_pod(probes: InfraCluster) -> None:
-    """Its pod runs, and the set of pod addresses whose new connections it judges holds every
-    control-plane pod (the policies select them all)."""
-    family, table = NETWORK_POLICY_NFT_TABLE
-    listing = subprocess.run(
-        ["nft", "-j", "list", "set", family, table, "podips-v4"],
-        capture_output=True,
-        text=True,
-        check=True,
+def _pods_with_a_firewall() -> set[tuple[str, str]]:
+    """(namespace, pod) of every pod kube-router keeps a firewall chain for: the pods some
+    policy selects, whose chain ends in a REJECT of whatever no policy allowed."""
+    rules = subprocess.run(
+        ["iptables-save", "-t", "filter"], capture_output=True, text=True, check=True
     ).stdout
-    elements = {
-        str(element)
-        for item in json.loads(listing)["nftables"]
-        if "set" in item
-        for element in item["set"].get("elem", [])
-    }
+    pods = set()
+    for line in rules.splitlines():
+        marker = "rule to REJECT traffic destined for POD name:"
+        if marker in line and "-j REJECT" in line:
+            name, _, namespace = line.split(marker, 1)[1].split('"', 1)[0].partition(" namespace: ")
+            pods.add((namespace.strip(), name.strip()))
+    return pods
+
+
+def test_kube_router_keeps_a_firewall_for_every_control_plane_pod(probes: InfraCluster) -> None:
+    """Every control-plane pod has its chain (the policies select them all); a pod of the same
+    namespace without control-plane labels has none."""
+    guarded = _pods_with_a_firewall()
     for component in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
-        for ip in pod_ips(probes, component):
-            assert ip in elements, f"{component} {ip} not judged by {NETWORK_POLICY_NAME}"
-    assert pod_ip(probes, probes.namespace, NEIGHBOUR, tenant=True) not in elements
+        pods = component_pods(probes, component)
+        assert pods, f"no {component} pods"
+        for pod in pods:
+            if pod["metadata"].get("deletionTimestamp"):
+                continue
+            key = (probes.namespace, pod["metadata"]["name"])
+            assert key in guarded, f"{component} {key} not guarded by {NETWORK_POLICY_NAME}"
+    assert (probes.namespace, NEIGHBOUR) not in guarded
 
 
 @pytest.mark.parametrize(
@@ -104,14 +114,12 @@ def test_nobody_but_apiservers_and_members_reaches_etcd(
 
 
 def test_the_same_probe_reaches_what_is_open_to_it(probes: InfraCluster) -> None:
-    """With nodePort exposure anyone may reach the apiservers on 6443; a pod no policy selects
-    refuses on a closed port. So BLOCKED above is the policies' doing, not the probe's."""
+    """With nodePort exposure anyone may reach the apiservers on 6443, and a pod no policy
+    selects answers the prober. So BLOCKED above is the policies' doing, not the probe's."""
     for ip in pod_ips(probes, "kube-apiserver"):
         assert probe(probes, f"https://{ip}:6443") is Reach.ANSWERED
-        # A closed port of theirs does not refuse: the policy drops before the pod could.
-        assert probe(probes, f"https://{ip}:10250") is Reach.BLOCKED
     victim = pod_ip(probes, PROBE_NAMESPACE, VICTIM)
-    assert probe(probes, f"https://{victim}:8443") is Reach.REFUSED
+    assert probe(probes, f"http://{victim}:{VICTIM_PORT}") is Reach.ANSWERED
 
 
 @pytest.mark.parametrize(
@@ -134,7 +142,7 @@ def _webhook(victim_ip: str) -> dict[str, Any]:
         "webhooks": [
             {
                 "name": "probe.k8s-on-k8s.test",
-                "clientConfig": {"url": f"https://{victim_ip}:8443/validate"},
+                "clientConfig": {"url": f"https://{victim_ip}:{VICTIM_PORT}/validate"},
                 "rules": [
                     {
                         "operations": ["CREATE"],
@@ -208,8 +216,8 @@ def test_a_tenant_cannot_make_the_apiservers_dial_into_the_infrastructure_networ
         assert opened.named("update") == {f"{CLUSTER}-network-policies-apiserver"}, opened.steps
         started = time.monotonic()
         wait_for(
-            "the apiservers to reach the victim (connection refused)",
-            lambda: _every_apiserver(tenant, Reach.REFUSED),
+            "the apiservers to reach the victim (it answers plain HTTP)",
+            lambda: _every_apiserver(tenant, Reach.ANSWERED),
             timeout=POLICY_PROPAGATION_SECONDS,
         )
         figures["apiServerEgressCidrs opened: pulumi up (s)"] = round(opened.seconds, 1)

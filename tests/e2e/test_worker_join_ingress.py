@@ -145,7 +145,7 @@ def test_with_ingress_only_the_ingress_path_reaches_the_apiservers(
 ) -> None:
     """The apiservers' policy now admits the exposure path only (here Traefik on the node, which
     the NetworkPolicy API always lets through), no longer anyone: a pod of another namespace
-    that reached 6443 under nodePort (test_network_policies.py) times out now."""
+    that reached 6443 under nodePort (test_network_policies.py) is blocked now."""
     infra = ingress_access.infra
     ensure_probe_namespace(infra)
     for pod in component_pods(infra, "kube-apiserver"):

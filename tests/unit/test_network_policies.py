@@ -2,7 +2,7 @@
 
 `allowed` evaluates the rendered policies the way the NetworkPolicy API defines them (a pod
 selected for a direction accepts only what some rule of that direction lists); the e2e rig
-proves the same paths against a real implementation (kube-network-policies).
+proves the same paths against a real implementation (kube-router).
 """
 
 from __future__ import annotations

@@ -24,11 +24,6 @@ COREDNS_VERSION = "v1.14.6"
 # apiserver-network-proxy (Konnectivity): the release whose konnectivity-client v1.37.2 links.
 # Upstream tags its images with the module version: kas-network-proxy/proxy-server:v0.36.0.
 KONNECTIVITY_VERSION = "v0.36.0"
-# The rig's NetworkPolicy implementation (not an image of the program).
-KUBE_NETWORK_POLICIES_VERSION = "v0.8.0"
-KUBE_NETWORK_POLICIES_IMAGE = (
-    f"{REGISTRY}/networking/kube-network-policies:{KUBE_NETWORK_POLICIES_VERSION}"
-)
 CAP_NET_BIND_SERVICE = 10
 
 
@@ -96,12 +91,6 @@ IMAGES: tuple[ImageSpec, ...] = (
         entrypoint=["/proxy-agent"],
         user=f"{oci.NONROOT_UID}:{oci.NONROOT_UID}",
     ),
-    # Upstream's path; its DaemonSet runs it privileged on the host network.
-    ImageSpec(
-        reference=KUBE_NETWORK_POLICIES_IMAGE,
-        binaries={"/bin/netpol": "kube-network-policies"},
-        entrypoint=["/bin/netpol"],
-    ),
 )
 
 
@@ -111,6 +100,15 @@ E2E_CLIENT = ImageSpec(
     binaries={"/usr/local/bin/kubectl": "kubectl", "/pause": "pause"},
     entrypoint=["/usr/local/bin/kubectl"],
     user="65532:65532",
+)
+
+
+# Not a program image: the rig's NetworkPolicy implementation. The rig adds iptables and ipset
+# (with their libraries) from the host when it builds it, as the kube-proxy image of a worker.
+KUBE_ROUTER = ImageSpec(
+    reference="localhost/k8s-on-k8s/kube-router:v2.1.0",
+    binaries={"/usr/local/bin/kube-router": "kube-router"},
+    entrypoint=["/usr/local/bin/kube-router"],
 )
 
 

@@ -22,7 +22,6 @@ BINARIES = [
     "coredns",
     "proxy-server",
     "proxy-agent",
-    "kube-network-policies",
 ]
 KUBE_PROXY = "registry.k8s.io/kube-proxy:v1.37.2"
 

@@ -36,11 +36,18 @@ KUBELET_KERNEL_SYSCTLS = (
     "kernel.keys.root_maxbytes",
 )
 CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
-HOST_TOOLS = ("containerd", "ctr", "runc", "ip", "iptables", "nft", "mount", "umount", "pgrep")
+HOST_TOOLS = ("containerd", "ctr", "runc", "ip", "iptables", "ipset", "mount", "umount", "pgrep")
 
 
 class RigStartError(RuntimeError):
     pass
+
+
+class KubectlError(subprocess.CalledProcessError):
+    """A failed kubectl call whose message carries kubectl's own words."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n{(self.stderr or '').strip()}"
 
 
 class RigTeardownError(RuntimeError):
@@ -68,7 +75,7 @@ def missing_prerequisites(settings: RigSettings) -> list[str]:
     if tools:
         problems.append(
             f"host tools missing: {', '.join(tools)} (apt-get install containerd runc iptables "
-            "nftables iproute2 procps)"
+            "ipset iproute2 procps)"
         )
     nameservers = _nameservers(Path("/etc/resolv.conf"))
     if nameservers != [settings.dns_ip]:
@@ -131,6 +138,9 @@ def component_commands(settings: RigSettings, pki: Pki) -> dict[str, list[str]]:
             "--authorization-mode=Node,RBAC",
             # PodSecurity is on by default; NodeRestriction as kubeadm enables it.
             "--enable-admission-plugins=NodeRestriction",
+            # As kubeadm sets it: node agents (the NetworkPolicy implementation) run privileged
+            # in kube-system; the tenant namespace is held to "restricted" by Pod Security.
+            "--allow-privileged=true",
             f"--service-account-issuer=https://kubernetes.default.svc.{s.cluster_domain}",
             f"--service-account-key-file={pki.service_account_public_key}",
             f"--service-account-signing-key-file={pki.service_account_private_key}",
@@ -467,9 +477,7 @@ class InfraCluster:
             argv, input=input, capture_output=True, text=True, timeout=timeout, check=False
         )
         if check and result.returncode != 0:
-            raise subprocess.CalledProcessError(
-                result.returncode, argv, output=result.stdout, stderr=result.stderr
-            )
+            raise KubectlError(result.returncode, argv, output=result.stdout, stderr=result.stderr)
         return result
 
     def kubectl_json(self, *args: str, tenant: bool = False) -> dict:
@@ -646,30 +654,29 @@ class InfraCluster:
         assert kubelet.is_running()
 
     def _start_network_policy_implementation(self, watch: list[ManagedProcess]) -> None:
-        """kube-network-policies, deployed as its users do, enforcing before any tenant pod
-        starts; ready once its pod runs and its nftables table is in place."""
-        from tests.e2e.images.build import KUBE_NETWORK_POLICIES_IMAGE
+        """kube-router's firewall, deployed as its users do, enforcing before any tenant pod
+        starts; ready once its pod is ready (healthz) and its chain hooks FORWARD."""
+        from tests.e2e.images.build import KUBE_ROUTER
 
         started = time.monotonic()
         self.apply(
-            objects.object_list(objects.network_policy_implementation(KUBE_NETWORK_POLICIES_IMAGE))
+            objects.object_list(objects.network_policy_implementation(KUBE_ROUTER.reference))
         )
-        family, table = objects.NETWORK_POLICY_NFT_TABLE
 
         def enforcing() -> bool:
             pods = self.kubectl_json(
-                "-n", "kube-system", "get", "pods", "-l", f"app={objects.NETWORK_POLICY_NAME}"
+                "-n", "kube-system", "get", "pods", "-l", f"k8s-app={objects.NETWORK_POLICY_NAME}"
             )["items"]
-            running = any(
+            ready = any(
                 status.get("ready")
                 for pod in pods
                 for status in pod.get("status", {}).get("containerStatuses", [])
             )
-            return running and (family, table) in host.nft_tables()
+            return ready and objects.NETWORK_POLICY_CHAIN in host.iptables_chains("filter")
 
-        wait_until("kube-network-policies to enforce", enforcing, timeout=120, watch=watch)
+        wait_until("kube-router to enforce", enforcing, timeout=120, watch=watch)
         self.timings["network_policies_seconds"] = time.monotonic() - started
-        log(f"kube-network-policies enforces NetworkPolicies (table {family} {table})")
+        log(f"kube-router enforces NetworkPolicies (chain {objects.NETWORK_POLICY_CHAIN})")
 
     def _start_ingress_controller(self, commands: dict[str, list[str]]) -> None:
         s = self.settings
@@ -712,12 +719,16 @@ class InfraCluster:
 
     def _import_images(self) -> None:
         # Imported here so the rig's other parts work without the images package.
-        from tests.e2e.images.build import E2E_CLIENT, build_all, build_image
+        from tests.e2e.images.build import E2E_CLIENT, KUBE_ROUTER, build_all, build_image
+
+        from .worker import kube_router_image_files
 
         s = self.settings
         images = build_all(s.bin_dir, s.images_dir)
         # Client pods that probe the host namespace's NetworkPolicies from inside the rig.
         images.append((E2E_CLIENT.reference, build_image(E2E_CLIENT, s.bin_dir, s.images_dir)))
+        router = build_image(KUBE_ROUTER, s.bin_dir, s.images_dir, kube_router_image_files())
+        images.append((KUBE_ROUTER.reference, router))
         import_images(s.containerd_socket, images, "containerd")
 
     # -- Objects ------------------------------------------------------------------------------
@@ -926,9 +937,9 @@ class InfraCluster:
             links = host.remaining_links(s)
             if links:
                 found.append(f"interfaces: {links}")
-            tables = host.nft_tables()
-            if tables:
-                found.append(f"nftables tables: {tables}")
+            sets = host.ipsets()
+            if sets:
+                found.append(f"ipsets: {sets}")
         cgroup_pids = host.cgroup_pids(s.cgroup_root)
         if cgroup_pids:
             found.append(f"processes in cgroup {s.cgroup_root}: {sorted(cgroup_pids)}")

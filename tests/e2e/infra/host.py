@@ -105,23 +105,20 @@ def teardown_node_network(settings: RigSettings) -> None:
         for table in ("filter", "nat", "mangle", "raw"):
             run([tool, "-t", table, "-F"], check=False)
             run([tool, "-t", table, "-X"], check=False)
-    # A NetworkPolicy implementation killed with its pod leaves its table (and a queue nobody
-    # reads, which drops) behind.
-    for family, table in nft_tables():
-        run(["nft", "delete", "table", family, table], check=False)
+    # The NetworkPolicy implementation, killed with its pod, leaves its sets behind (once no
+    # rule refers to them they can go).
+    run(["ipset", "destroy"], check=False)
 
 
-def nft_tables() -> list[tuple[str, str]]:
-    """The nftables tables of this namespace other than iptables-nft's own, as (family, name)."""
-    listing = run(["nft", "list", "tables"], check=False).stdout.splitlines()
-    iptables_nft = {"filter", "nat", "mangle", "raw", "security"}
-    tables = []
-    for line in listing:
-        _, family, name = line.split()
-        if family in ("ip", "ip6") and name in iptables_nft:
-            continue
-        tables.append((family, name))
-    return tables
+def iptables_chains(table: str) -> set[str]:
+    """The chains of an iptables table in this namespace."""
+    listing = run(["iptables", "-t", table, "-S"], check=False).stdout.splitlines()
+    return {line.split()[1] for line in listing if line.startswith(("-N ", "-P "))}
+
+
+def ipsets() -> list[str]:
+    """The names of the ipsets of this namespace."""
+    return run(["ipset", "list", "-n"], check=False).stdout.split()
 
 
 def _links() -> list[str]:

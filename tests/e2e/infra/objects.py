@@ -96,24 +96,27 @@ def object_list(items: list[dict]) -> dict:
     return {"apiVersion": "v1", "kind": "List", "items": items}
 
 
-NETWORK_POLICY_NAME = "kube-network-policies"
-# The nftables table it keeps its rules in (its default), and the NFQUEUE it reads from.
-NETWORK_POLICY_NFT_TABLE = ("inet", "kube-network-policies")
-NETWORK_POLICY_QUEUE = 98
+NETWORK_POLICY_NAME = "kube-router"
+# kube-router's own health endpoint (its default port), on the node's loopback only.
+NETWORK_POLICY_HEALTH_PORT = 20244
+# The iptables chain kube-router hooks into FORWARD, OUTPUT and INPUT once it enforces.
+NETWORK_POLICY_CHAIN = "KUBE-ROUTER-FORWARD"
 
 
 def network_policy_implementation(image: str) -> list[dict]:
-    """kube-network-policies as its install.yaml deploys it: a privileged host-network
-    DaemonSet in kube-system that may list and watch pods, namespaces and NetworkPolicies.
+    """kube-router's firewall alone, as its kube-router-firewall-daemonset.yaml deploys it: a
+    privileged host-network DaemonSet in kube-system (`--run-router=false`,
+    `--run-service-proxy=false`: the rig keeps its CNI and kube-proxy), with the RBAC of its
+    generic manifests.
 
-    It queues the first packet of every new connection to or from a pod that a policy selects
-    to user space and drops what no policy allows (fail closed: nothing passes while it is not
-    running). NRI is off: the rig's containerd runs no NRI socket, so pod IPs come from the
-    apiserver.
+    It turns the policies into iptables chains and ipsets; a pod that a policy selects gets a
+    chain that REJECTs what no policy allows. Not its proxy: that module is where v2.1.0's
+    reported flaws are, and it is off.
     """
     name = NETWORK_POLICY_NAME
-    selector = {"app": name}
+    selector = {"k8s-app": name}
     rbac = "rbac.authorization.k8s.io/v1"
+    read = ["get", "list", "watch"]
     return [
         {
             "apiVersion": rbac,
@@ -122,13 +125,18 @@ def network_policy_implementation(image: str) -> list[dict]:
             "rules": [
                 {
                     "apiGroups": [""],
-                    "resources": ["pods", "namespaces"],
-                    "verbs": ["list", "watch"],
+                    "resources": ["namespaces", "pods", "services", "nodes", "endpoints"],
+                    "verbs": read,
                 },
                 {
                     "apiGroups": ["networking.k8s.io"],
                     "resources": ["networkpolicies"],
-                    "verbs": ["list", "watch"],
+                    "verbs": read,
+                },
+                {
+                    "apiGroups": ["discovery.k8s.io"],
+                    "resources": ["endpointslices"],
+                    "verbs": read,
                 },
             ],
         },
@@ -159,18 +167,19 @@ def network_policy_implementation(image: str) -> list[dict]:
                     "spec": {
                         "hostNetwork": True,
                         "serviceAccountName": name,
-                        "tolerations": [{"operator": "Exists", "effect": "NoSchedule"}],
+                        "tolerations": [{"operator": "Exists"}],
                         "containers": [
                             {
                                 "name": name,
                                 "image": image,
                                 "imagePullPolicy": "Never",
-                                "command": ["/bin/netpol"],
+                                "command": ["/usr/local/bin/kube-router"],
                                 "args": [
-                                    "--hostname-override=$(NODE_NAME)",
-                                    f"--nfqueue-id={NETWORK_POLICY_QUEUE}",
-                                    "--disable-nri",
-                                    "--metrics-bind-address=127.0.0.1:9080",
+                                    "--run-router=false",
+                                    "--run-firewall=true",
+                                    "--run-service-proxy=false",
+                                    f"--health-port={NETWORK_POLICY_HEALTH_PORT}",
+                                    "--metrics-port=0",
                                     "--v=2",
                                 ],
                                 "env": [
@@ -179,7 +188,24 @@ def network_policy_implementation(image: str) -> list[dict]:
                                         "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}},
                                     }
                                 ],
+                                "readinessProbe": {
+                                    "httpGet": {
+                                        "host": "127.0.0.1",
+                                        "path": "/healthz",
+                                        "port": NETWORK_POLICY_HEALTH_PORT,
+                                    },
+                                    "periodSeconds": 2,
+                                },
                                 "securityContext": {"privileged": True},
+                                "volumeMounts": [
+                                    {"name": "xtables-lock", "mountPath": "/run/xtables.lock"}
+                                ],
+                            }
+                        ],
+                        "volumes": [
+                            {
+                                "name": "xtables-lock",
+                                "hostPath": {"path": "/run/xtables.lock", "type": "FileOrCreate"},
                             }
                         ],
                     },

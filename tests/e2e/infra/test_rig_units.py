@@ -177,6 +177,7 @@ def test_commands_bind_control_plane_ports_as_expected(tmp_path: Path) -> None:
     commands = component_commands(settings, pki.Pki(settings.pki_dir))
     assert "--listen-client-urls=http://127.0.0.1:2379" in commands["etcd"]
     assert "--authorization-mode=Node,RBAC" in commands["kube-apiserver"]
+    assert "--allow-privileged=true" in commands["kube-apiserver"]
     assert "--allocate-node-cidrs=true" in commands["kube-controller-manager"]
     assert f"--cluster-cidr={settings.cluster_cidr}" in commands["kube-controller-manager"]
     assert commands["traefik"] == [
@@ -232,38 +233,47 @@ def test_the_network_policy_implementation_is_deployed_as_upstream_does() -> Non
     manifests = {m["kind"]: m for m in objects.network_policy_implementation("img:v1")}
     assert set(manifests) == {"ClusterRole", "ClusterRoleBinding", "ServiceAccount", "DaemonSet"}
     rules = manifests["ClusterRole"]["rules"]
-    assert {r for rule in rules for r in rule["resources"]} == {
-        "pods",
-        "namespaces",
-        "networkpolicies",
-    }
-    assert all(rule["verbs"] == ["list", "watch"] for rule in rules)
+    assert "networkpolicies" in {r for rule in rules for r in rule["resources"]}
+    # Read-only: its firewall writes nothing to the API.
+    assert all(set(rule["verbs"]) <= {"get", "list", "watch"} for rule in rules)
     pod = manifests["DaemonSet"]["spec"]["template"]["spec"]
     assert pod["hostNetwork"] is True
     container = pod["containers"][0]
     assert container["securityContext"] == {"privileged": True}
-    assert f"--nfqueue-id={objects.NETWORK_POLICY_QUEUE}" in container["args"]
-    # Fail closed: without --fail-open, a packet it cannot judge is dropped.
-    assert not any(arg.startswith("--fail-open") for arg in container["args"])
+    # Its firewall only: the rig keeps its own CNI, routes and kube-proxy.
+    args = container["args"]
+    assert {"--run-firewall=true", "--run-router=false", "--run-service-proxy=false"} <= set(args)
+    probe = container["readinessProbe"]["httpGet"]
+    assert probe["port"] == objects.NETWORK_POLICY_HEALTH_PORT
+    assert f"--health-port={objects.NETWORK_POLICY_HEALTH_PORT}" in args
 
 
-def test_nft_tables_leaves_out_the_tables_of_iptables_nft(monkeypatch: Any) -> None:
-    listing = "table ip filter\ntable ip nat\ntable ip6 filter\ntable inet kube-network-policies\n"
+def test_iptables_chains_and_ipsets_are_read_from_the_tools(monkeypatch: Any) -> None:
+    outputs = {
+        "iptables": "-P INPUT ACCEPT\n-N KUBE-ROUTER-FORWARD\n-A FORWARD -j KUBE-ROUTER-FORWARD\n",
+        "ipset": "KUBE-DST-ABC\nKUBE-SRC-DEF\n",
+    }
     monkeypatch.setattr(
-        host, "run", lambda argv, check=True: subprocess.CompletedProcess(argv, 0, listing, "")
+        host,
+        "run",
+        lambda argv, check=True: subprocess.CompletedProcess(argv, 0, outputs[argv[0]], ""),
     )
-    assert host.nft_tables() == [("inet", "kube-network-policies")]
+    assert host.iptables_chains("filter") == {"INPUT", "KUBE-ROUTER-FORWARD"}
+    assert host.ipsets() == ["KUBE-DST-ABC", "KUBE-SRC-DEF"]
 
 
-def test_a_probe_tells_a_dropped_handshake_from_a_reached_port() -> None:
+def test_a_probe_tells_a_blocked_connection_from_a_reached_port() -> None:
     from tests.e2e.probes import Reach, classify
 
     dropped = "Unable to connect to the server: dial tcp 10.244.0.9:2379: i/o timeout"
     assert classify(dropped) is Reach.BLOCKED
     webhook = 'failed calling webhook "x": Post "https://10.244.0.9/": context deadline exceeded'
     assert classify(webhook) is Reach.BLOCKED
-    refused = "dial tcp 10.244.0.9:8443: connect: connection refused"
-    assert classify(refused) is Reach.REFUSED
+    rejected = "dial tcp 10.244.0.9:8443: connect: connection refused"
+    assert classify(rejected) is Reach.BLOCKED
     assert classify("Unable to connect to the server: remote error: tls: certificate required") is (
         Reach.ANSWERED
     )
+    assert classify("Error from server (Forbidden): Forbidden") is Reach.ANSWERED
+    webhook_reached = 'failed calling webhook "x": http: server gave HTTP response to HTTPS client'
+    assert classify(webhook_reached) is Reach.ANSWERED

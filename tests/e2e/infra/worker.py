@@ -229,6 +229,17 @@ def iptables_image_files() -> list[ImageFile]:
     return [files[path] for path in sorted(files)]
 
 
+IPSET = Path("/usr/sbin/ipset")
+
+
+def kube_router_image_files() -> list[ImageFile]:
+    """iptables and ipset, with every library they link, for the rig's kube-router image: its
+    firewall runs iptables-save/-restore and ipset."""
+    files = {file.path: file for file in iptables_image_files()}
+    _add_with_libraries(files, str(IPSET), IPSET)
+    return [files[path] for path in sorted(files)]
+
+
 def build_worker_images(bin_dir: Path, out_dir: Path) -> list[tuple[str, Path]]:
     """pause, kube-proxy (with iptables), CoreDNS, the konnectivity agent, the API proxy
     (HAProxy) and the e2e client (kubectl + pause)."""
