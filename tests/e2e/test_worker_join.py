@@ -31,9 +31,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from components import addons, konnectivity, node_join
+from components.common.names import KUBE_PUBLIC, KUBE_SYSTEM
 from components.config import ControlPlaneSettings, parse_settings
-from components.tenant_objects import KUBE_PUBLIC, KUBE_SYSTEM
+from components.host import konnectivity_server
+from components.tenant import addons, node_join
 from tests.e2e.infra import InfraCluster
 from tests.e2e.infra.worker import (
     E2E_CLIENT_IMAGE,
@@ -745,7 +746,7 @@ def every_proxy_server_holds_an_agent(infra: InfraCluster) -> bool:
     for pod in component_pods(infra, "kube-apiserver"):
         if is_terminating(pod):
             continue
-        url = f"http://{pod['status'].get('podIP')}:{konnectivity.HEALTH_PORT}/readyz"
+        url = f"http://{pod['status'].get('podIP')}:{konnectivity_server.HEALTH_PORT}/readyz"
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 if response.status != 200:

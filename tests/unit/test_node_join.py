@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from components.config import parse_settings
-from components.node_join import (
+from components.tenant.node_join import (
     BOOTSTRAP_TOKEN_TYPE,
     bootstrap_token_expiration,
     bootstrap_token_secret,
@@ -31,7 +31,7 @@ from components.node_join import (
     node_bootstrap_rbac,
     upload_config_rbac,
 )
-from components.tenant_objects import create_object
+from components.tenant.tenant_objects import create_object
 from tests.harness import ProgramRun
 from tests.unit.tenant_program import TENANT_PROVIDER, by_name, make_ca_pem, run_tenant_program
 
@@ -53,7 +53,7 @@ CONFIG = {
 }
 ENDPOINT = "https://api.violet.example.com:31443"
 PROGRAM = """
-from components.node_join import NodeJoin
+from components.tenant.node_join import NodeJoin
 
 join = NodeJoin("join", settings, CA_PEM, ENDPOINT, tenant)
 pulumi.export("joinCommand", join.join_command)

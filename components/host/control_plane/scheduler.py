@@ -5,10 +5,8 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import ControlPlaneSettings
-from components.names import ObjectNames, labels
-from components.pki import Pki
-from components.podspec import (
+from components.common.names import ObjectNames, labels
+from components.common.podspec import (
     Manifest,
     container_security_context,
     deployment_spec,
@@ -18,7 +16,9 @@ from components.podspec import (
     resources,
     secret_volume,
 )
-from components.workload import (
+from components.config import ControlPlaneSettings
+from components.host.certs import Pki
+from components.host.workload import (
     disruption_budget,
     in_namespace_kubeconfig,
     rolled_on_change,

@@ -14,11 +14,11 @@ import ipaddress
 import pulumi
 import yaml
 
+from components.common.names import KUBE_SYSTEM
+from components.common.podspec import NON_ROOT_ID, Manifest, http_probe
 from components.config import ControlPlaneSettings
-from components.podspec import NON_ROOT_ID, Manifest, http_probe
-from components.tenant_objects import (
+from components.tenant.tenant_objects import (
     BOOTSTRAPPERS_GROUP,
-    KUBE_SYSTEM,
     SKIP_AWAIT,
     cluster_role,
     cluster_role_binding,

@@ -9,10 +9,8 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import ControlPlaneSettings
-from components.names import ObjectNames, labels
-from components.pki import CLUSTER_CA, FRONT_PROXY_CA, Pki
-from components.podspec import (
+from components.common.names import ObjectNames, labels
+from components.common.podspec import (
     Manifest,
     container_security_context,
     deployment_spec,
@@ -22,7 +20,9 @@ from components.podspec import (
     resources,
     secret_volume,
 )
-from components.workload import (
+from components.config import ControlPlaneSettings
+from components.host.certs import CLUSTER_CA, FRONT_PROXY_CA, Pki
+from components.host.workload import (
     disruption_budget,
     in_namespace_kubeconfig,
     rolled_on_change,

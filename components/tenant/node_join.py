@@ -23,16 +23,14 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from components.common.kubeconfig import build_kubeconfig
+from components.common.names import KUBE_PUBLIC, KUBE_SYSTEM, ObjectNames
+from components.common.podspec import Manifest
 from components.config import ControlPlaneSettings
-from components.etcd import etcd_client_urls
-from components.kubeconfig import build_kubeconfig
-from components.names import ObjectNames
-from components.podspec import Manifest
-from components.tenant_objects import (
+from components.host.etcd import etcd_client_urls
+from components.tenant.tenant_objects import (
     ANONYMOUS_USER,
     BOOTSTRAPPERS_GROUP,
-    KUBE_PUBLIC,
-    KUBE_SYSTEM,
     NODES_GROUP,
     cluster_role,
     cluster_role_binding,
