@@ -11,7 +11,7 @@ from components.fixed_settings import ENCRYPTION_KEYS_OUTPUT, check_fixed_settin
 from components.fixed_settings import OUTPUT_NAME as FIXED_SETTINGS_OUTPUT
 from components.host.control_plane.apiserver import SecretsWriter
 from components.last_deployment import last_deployed_outputs
-from components.tenant.node_join import TOKEN_EXPIRATION_OUTPUT, bootstrap_token_expiration
+from components.tenant.bootstrap_token import TOKEN_EXPIRATION_OUTPUT, bootstrap_token_expiration
 
 # Validation happens here, before the first resource is registered: the config itself, then
 # what may not change against this stack's last deployment.

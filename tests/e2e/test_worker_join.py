@@ -34,7 +34,7 @@ from cryptography.x509.oid import NameOID
 from components.common.names import KUBE_PUBLIC, KUBE_SYSTEM
 from components.config import ControlPlaneSettings, parse_settings
 from components.host import konnectivity_server
-from components.tenant import addons, node_join
+from components.tenant import addons, upload_config
 from tests.e2e.infra import InfraCluster
 from tests.e2e.infra.worker import (
     E2E_CLIENT_IMAGE,
@@ -199,7 +199,7 @@ def joined_worker(
         bootstrap_kubeconfig,
         "get",
         "configmap",
-        node_join.KUBELET_CONFIG,
+        upload_config.KUBELET_CONFIG,
         "-n",
         KUBE_SYSTEM,
     )
@@ -671,7 +671,7 @@ def test_worker_settings_follow_kubeadm_conventions() -> None:
 def test_kubelet_config_keeps_the_clusters_settings_and_patches_the_host() -> None:
     s = _worker_settings()
     cluster = yaml.safe_load(
-        node_join.kubelet_configuration(parse_settings(_program_like_config()))
+        upload_config.kubelet_configuration(parse_settings(_program_like_config()))
     )
     config = kubelet_config_for(s, cluster)
     # The cluster's: authentication, authorization, DNS, certificate rotation.
