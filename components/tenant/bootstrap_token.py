@@ -6,15 +6,14 @@ component (components/tenant/node_join.py) registers what they build.
 
 from __future__ import annotations
 
-import base64
 import datetime
 import hashlib
 
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from components.common.endpoints import control_plane_endpoint
+from components.common.kubeconfig import KUBEADM_LAYOUT, dump, kubeconfig_document
 from components.common.names import KUBE_PUBLIC, KUBE_SYSTEM
 from components.common.podspec import Manifest
 from components.tenant.tenant_objects import (
@@ -117,24 +116,11 @@ def cluster_info_kubeconfig(server: str, ca_cert_pem: str) -> str:
     The cluster's name is empty, as kubeadm writes it: with no context, `kubeadm join` finds the
     cluster under that name only.
     """
-    document: Manifest = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "",
-                "cluster": {
-                    "certificate-authority-data": base64.b64encode(ca_cert_pem.encode()).decode(),
-                    "server": server,
-                },
-            }
-        ],
-        "contexts": None,
-        "current-context": "",
-        "users": None,
-        "preferences": {},
-    }
-    return yaml.safe_dump(document, sort_keys=False)
+    return dump(
+        kubeconfig_document(
+            cluster_name="", server=server, ca_cert_pem=ca_cert_pem, layout=KUBEADM_LAYOUT
+        )
+    )
 
 
 def cluster_info_rbac() -> list[tuple[str, Manifest]]:
