@@ -28,13 +28,6 @@ KUBE_PROXY_METRICS_PORT = 10249
 KUBE_PROXY_HEALTHZ_PORT = 10256
 
 
-def url(host: str, port: int) -> str:
-    """`https://host:port`; `https://host` for 443. An IPv6 address is bracketed."""
-    return (
-        f"https://{host_port(host, port)}" if port != HTTPS_PORT else f"https://{_bracketed(host)}"
-    )
-
-
 def host_port(host: str, port: int) -> str:
     """`host:port`, with an IPv6 address in brackets."""
     return f"{_bracketed(host)}:{port}"

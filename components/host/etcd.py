@@ -11,6 +11,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from components.common.endpoints import ETCD_CLIENT_PORT, ETCD_HEALTH_PORT, ETCD_PEER_PORT
 from components.common.names import ObjectNames, labels
 from components.common.podspec import (
     Manifest,
@@ -28,9 +29,9 @@ from components.config import ControlPlaneSettings
 from components.host.certs import ETCD_CA, ETCD_PEER, ETCD_SERVER, Pki
 from components.host.workload import disruption_budget, rolled_on_change, secret_of_files
 
-CLIENT_PORT = 2379
-PEER_PORT = 2380
-HEALTH_PORT = 2381
+CLIENT_PORT = ETCD_CLIENT_PORT
+PEER_PORT = ETCD_PEER_PORT
+HEALTH_PORT = ETCD_HEALTH_PORT
 PKI_DIR = "/etc/etcd/pki"
 DATA_MOUNT = "/var/lib/etcd"
 # Characters of the data generation: a random name given once per stack, never replaced.

@@ -23,6 +23,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.common.endpoints import DNS_PORT
 from components.common.konnectivity import AGENT_PORT
 from components.common.names import ObjectNames, labels
 from components.common.podspec import Manifest
@@ -34,7 +35,6 @@ from components.host.control_plane.scheduler import scheduler_labels
 from components.host.etcd import CLIENT_PORT, PEER_PORT, etcd_labels
 
 COMPONENT = "network-policy"
-DNS_PORT = 53
 # Where a namespace's name is, on every namespace (set by the apiserver since 1.22).
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 

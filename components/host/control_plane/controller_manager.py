@@ -9,6 +9,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.common.endpoints import CONTROLLER_MANAGER_PORT
 from components.common.names import ObjectNames, labels
 from components.common.podspec import (
     Manifest,
@@ -29,7 +30,7 @@ from components.host.workload import (
     secret_of_files,
 )
 
-SECURE_PORT = 10257
+SECURE_PORT = CONTROLLER_MANAGER_PORT
 CONFIG_DIR = "/etc/kubernetes/controller-manager"
 COMPONENT = "kube-controller-manager"
 USER = "system:kube-controller-manager"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.common.endpoints import SCHEDULER_PORT
 from components.common.names import ObjectNames, labels
 from components.common.podspec import (
     Manifest,
@@ -25,7 +26,7 @@ from components.host.workload import (
     secret_of_files,
 )
 
-SECURE_PORT = 10259
+SECURE_PORT = SCHEDULER_PORT
 CONFIG_DIR = "/etc/kubernetes/scheduler"
 COMPONENT = "kube-scheduler"
 USER = "system:kube-scheduler"
