@@ -5,13 +5,13 @@ import datetime
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.apiserver import SecretsWriter
 from components.config import load_settings
 from components.controlplane import ControlPlane
 from components.fixed_settings import ENCRYPTION_KEYS_OUTPUT, check_fixed_settings
 from components.fixed_settings import OUTPUT_NAME as FIXED_SETTINGS_OUTPUT
+from components.host.control_plane.apiserver import SecretsWriter
 from components.last_deployment import last_deployed_outputs
-from components.node_join import TOKEN_EXPIRATION_OUTPUT, bootstrap_token_expiration
+from components.tenant.bootstrap_token import TOKEN_EXPIRATION_OUTPUT, bootstrap_token_expiration
 
 # Validation happens here, before the first resource is registered: the config itself, then
 # what may not change against this stack's last deployment.

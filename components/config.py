@@ -14,7 +14,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from components.versions import DEFAULT_RELEASE, KubernetesRelease, find_release, supported_versions
+from components.common.versions import (
+    DEFAULT_RELEASE,
+    KubernetesRelease,
+    find_release,
+    supported_versions,
+)
 
 PROJECT = "k8s-on-k8s"
 

@@ -5,22 +5,23 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.addons import CoreDns, KubeProxy
-from components.admin_access import AdminAccess
-from components.apiserver import ApiServer, SecretsWriter
+from components.common.names import ObjectNames, labels
 from components.config import ControlPlaneSettings
-from components.controller_manager import ControllerManager
-from components.etcd import Etcd
-from components.exposure import Exposure
-from components.in_cluster_api import InClusterApi
-from components.konnectivity import KonnectivityAgent, agent_endpoint
-from components.kubeconfig import client_certificate_kubeconfig
-from components.names import ObjectNames, labels
-from components.network_policies import NetworkPolicies
-from components.node_join import NodeJoin
-from components.pki import ADMIN_USER, API_PROXY_CERT, SUPER_ADMIN_USER, Pki
-from components.scheduler import Scheduler
-from components.workload import secret_of_files
+from components.host.certs import ADMIN_USER, API_PROXY_CERT, SUPER_ADMIN_USER, Pki
+from components.host.control_plane.apiserver import ApiServer, SecretsWriter
+from components.host.control_plane.controller_manager import ControllerManager
+from components.host.control_plane.scheduler import Scheduler
+from components.host.etcd import Etcd
+from components.host.exposure import Exposure
+from components.host.konnectivity_server import agent_endpoint
+from components.host.kubeconfig import client_certificate_kubeconfig
+from components.host.network_policies import NetworkPolicies
+from components.host.workload import secret_of_files
+from components.tenant.addons import CoreDns, KubeProxy
+from components.tenant.admin_access import AdminAccess
+from components.tenant.in_cluster_api import InClusterApi
+from components.tenant.konnectivity_agent import KonnectivityAgent
+from components.tenant.node_join import NodeJoin
 
 
 def tenant_cluster_identifier(settings: ControlPlaneSettings) -> str:

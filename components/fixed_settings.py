@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from components.common.versions import minor_of
 from components.config import PROJECT, ControlPlaneSettings
-from components.versions import minor_of
 
 OUTPUT_NAME = "fixedSettings"
 

@@ -34,7 +34,7 @@ ETCD_IMAGE = f"registry.k8s.io/etcd:{ETCD_IMAGE_TAG}"
 PAUSE_IMAGE = f"registry.k8s.io/pause:{PAUSE_VERSION}"
 NONROOT_UID = 65532
 SMOKE_LABELS = {"rig-smoke": "true"}
-# What the program's `exposure: ingress` puts on its Ingress (components/exposure.py).
+# What the program's `exposure: ingress` puts on its Ingress (components/host/exposure.py).
 PASSTHROUGH_ANNOTATIONS = {
     "nginx.ingress.kubernetes.io/ssl-passthrough": "true",
     "nginx.ingress.kubernetes.io/backend-protocol": "HTTPS",

@@ -31,9 +31,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from components import addons, konnectivity, node_join
+from components.common.names import KUBE_PUBLIC, KUBE_SYSTEM
 from components.config import ControlPlaneSettings, parse_settings
-from components.tenant_objects import KUBE_PUBLIC, KUBE_SYSTEM
+from components.host import konnectivity_server
+from components.tenant import addons, upload_config
 from tests.e2e.infra import InfraCluster
 from tests.e2e.infra.worker import (
     E2E_CLIENT_IMAGE,
@@ -198,7 +199,7 @@ def joined_worker(
         bootstrap_kubeconfig,
         "get",
         "configmap",
-        node_join.KUBELET_CONFIG,
+        upload_config.KUBELET_CONFIG,
         "-n",
         KUBE_SYSTEM,
     )
@@ -670,7 +671,7 @@ def test_worker_settings_follow_kubeadm_conventions() -> None:
 def test_kubelet_config_keeps_the_clusters_settings_and_patches_the_host() -> None:
     s = _worker_settings()
     cluster = yaml.safe_load(
-        node_join.kubelet_configuration(parse_settings(_program_like_config()))
+        upload_config.kubelet_configuration(parse_settings(_program_like_config()))
     )
     config = kubelet_config_for(s, cluster)
     # The cluster's: authentication, authorization, DNS, certificate rotation.
@@ -745,7 +746,7 @@ def every_proxy_server_holds_an_agent(infra: InfraCluster) -> bool:
     for pod in component_pods(infra, "kube-apiserver"):
         if is_terminating(pod):
             continue
-        url = f"http://{pod['status'].get('podIP')}:{konnectivity.HEALTH_PORT}/readyz"
+        url = f"http://{pod['status'].get('podIP')}:{konnectivity_server.HEALTH_PORT}/readyz"
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 if response.status != 200:

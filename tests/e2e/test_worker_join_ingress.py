@@ -23,8 +23,8 @@ import pytest
 import yaml
 from cryptography import x509
 
-from components import in_cluster_api
 from components.config import parse_settings
+from components.tenant import in_cluster_api
 from tests.e2e.infra import InfraCluster
 from tests.e2e.infra.worker import API_PROXY_IMAGE, Worker
 from tests.e2e.probes import Reach, ensure_probe_namespace, probe

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from components.addons import (
+from components.config import ControlPlaneSettings, parse_settings
+from components.tenant.addons import (
     coredns_deployment,
     coredns_objects,
     corefile,
@@ -20,7 +21,6 @@ from components.addons import (
     kube_proxy_kubeconfig,
     kube_proxy_rbac,
 )
-from components.config import ControlPlaneSettings, parse_settings
 from tests.harness import ProgramRun
 from tests.unit.tenant_program import TENANT_PROVIDER, by_name, make_ca_pem, run_tenant_program
 
@@ -34,7 +34,7 @@ CONFIG = {
 }
 ENDPOINT = "https://api.amber.example.com"
 PROGRAM = """
-from components.addons import CoreDns, KubeProxy
+from components.tenant.addons import CoreDns, KubeProxy
 
 CoreDns("dns", settings, tenant)
 KubeProxy("proxy", settings, ENDPOINT, tenant)

@@ -7,8 +7,8 @@ import pathlib
 import pytest
 import yaml
 
+from components.common.versions import supported_versions
 from components.config import DEFAULTS, ConfigError, parse_settings
-from components.versions import supported_versions
 from tests.harness import REPO_ROOT, RealCryptoMocks, run_program
 
 ROOT = pathlib.Path(REPO_ROOT)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pulumi.output import Unknown
 
-from components.workload import (
+from components.host.workload import (
     FILES_CHECKSUM_ANNOTATION,
     files_checksum,
     with_files_checksum,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from components.config import ConfigError, parse_settings
-from components.in_cluster_api import (
+from components.tenant.in_cluster_api import (
     API_PROXY_LABELS,
     API_PROXY_PORT,
     api_proxy_config,

@@ -9,34 +9,36 @@ from typing import Any
 import pytest
 import yaml
 
-from components.apiserver import api_server_deployment_spec, api_server_secret_name
+from components.common.konnectivity import AGENT_PORT, AUDIENCE, KONNECTIVITY_VERSIONS, SERVER_USER
+from components.common.names import ObjectNames
 from components.config import ControlPlaneSettings, parse_settings
-from components.konnectivity import (
-    AGENT_HEALTH_PORT,
-    AGENT_PORT,
-    AUDIENCE,
+from components.host.certs import api_server_sans
+from components.host.control_plane.apiserver import (
+    api_server_deployment_spec,
+    api_server_secret_name,
+)
+from components.host.konnectivity_server import (
     EGRESS_CONFIG_FILE,
     HEALTH_PORT,
-    KONNECTIVITY_VERSIONS,
     SERVER_CLIENT_CERT,
-    SERVER_USER,
     SOCKET_PATH,
-    agent_daemonset,
     agent_endpoint,
-    agent_objects,
     agent_service_port,
     egress_selector_config_map_name,
     egress_selector_configuration,
     egress_selector_flag,
     konnectivity_server_args,
     konnectivity_server_container,
-    server_auth_delegator_binding,
     server_kubeconfig,
     server_kubeconfig_secret_name,
     with_konnectivity_server,
 )
-from components.names import ObjectNames
-from components.pki import api_server_sans
+from components.tenant.konnectivity_agent import (
+    AGENT_HEALTH_PORT,
+    agent_daemonset,
+    agent_objects,
+    server_auth_delegator_binding,
+)
 from tests.harness import ProgramRun
 from tests.unit.tenant_program import TENANT_PROVIDER, by_name, make_ca_pem, run_tenant_program
 
@@ -385,7 +387,7 @@ def test_images_follow_the_release_and_registry() -> None:
     assert konnectivity_server_container(settings)["image"] == (
         "mirror.example.com/k8s/kas-network-proxy/proxy-server:v0.34.0"
     )
-    from components.versions import SUPPORTED_RELEASES
+    from components.common.versions import SUPPORTED_RELEASES
 
     assert {release.minor for release in SUPPORTED_RELEASES} == set(KONNECTIVITY_VERSIONS)
 
@@ -404,8 +406,9 @@ def test_e2e_images_carry_the_tag_the_default_release_uses(settings: ControlPlan
 # --- the components under the mock runtime -------------------------------------------------
 
 PROGRAM = """
-from components.konnectivity import KonnectivityAgent, KonnectivityServerConfig
-from components.names import ObjectNames
+from components.host.konnectivity_server import KonnectivityServerConfig
+from components.tenant.konnectivity_agent import KonnectivityAgent
+from components.common.names import ObjectNames
 
 names = ObjectNames(settings.cluster_name, settings.namespace, settings.infra_cluster_domain)
 KonnectivityServerConfig(

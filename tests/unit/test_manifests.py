@@ -7,20 +7,20 @@ import base64
 import pytest
 import yaml
 
-from components.apiserver import (
+from components.common.kubeconfig import build_kubeconfig
+from components.common.names import ObjectNames
+from components.common.podspec import pod_disruption_budget_spec
+from components.config import ControlPlaneSettings, parse_settings
+from components.host.control_plane.apiserver import (
     api_server_command,
     api_server_deployment_spec,
     audit_policy,
     encryption_configuration,
 )
-from components.config import ControlPlaneSettings, parse_settings
-from components.controller_manager import controller_manager_command
-from components.etcd import etcd_command, etcd_statefulset_spec
-from components.exposure import PASSTHROUGH_ANNOTATIONS, external_service_spec, ingress_spec
-from components.kubeconfig import build_kubeconfig
-from components.names import ObjectNames
-from components.podspec import pod_disruption_budget_spec
-from components.scheduler import scheduler_command
+from components.host.control_plane.controller_manager import controller_manager_command
+from components.host.control_plane.scheduler import scheduler_command
+from components.host.etcd import etcd_command, etcd_statefulset_spec
+from components.host.exposure import PASSTHROUGH_ANNOTATIONS, external_service_spec, ingress_spec
 
 
 def setup(**raw: str) -> tuple[ControlPlaneSettings, ObjectNames]:
@@ -71,7 +71,7 @@ def test_apiserver_flags() -> None:
         assert f[required], required
     # The audit log goes to stdout, where `kubectl logs` reads it (not an unreadable emptyDir).
     assert f["audit-log-path"] == "-"
-    # Every mode: the pod IPs mean nothing on tenant nodes (components/in_cluster_api).
+    # Every mode: the pod IPs mean nothing on tenant nodes (components/tenant/in_cluster_api).
     assert f["endpoint-reconciler-type"] == "none"
     # Rollouts: keep serving while Services and the ingress drop the pod, then ask to retry.
     assert f["shutdown-delay-duration"] == "15s"
@@ -241,7 +241,7 @@ def test_kubeconfig_builder() -> None:
 def test_a_terminating_apiserver_leaves_load_balancers_before_it_stops_listening() -> None:
     """Ingress controllers route to a terminating pod while it is still `serving`: readiness
     must fail well inside --shutdown-delay-duration (with time for a controller to reload)."""
-    from components import apiserver
+    from components.host.control_plane import apiserver
 
     settings, names = setup()
     spec = apiserver.api_server_deployment_spec(settings, names)
@@ -254,7 +254,7 @@ def test_a_terminating_apiserver_leaves_load_balancers_before_it_stops_listening
 
 
 def test_a_stack_written_with_aescbc_keeps_it_as_the_writer_for_one_deployment() -> None:
-    from components.apiserver import SecretsWriter
+    from components.host.control_plane.apiserver import SecretsWriter
 
     key = base64.b64encode(bytes(range(32))).decode()
     document = yaml.safe_load(encryption_configuration([("key1", key)], SecretsWriter.AESCBC))

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from components.common.names import ObjectNames
 from components.config import parse_settings
-from components.names import ObjectNames
-from components.network_policies import network_policy_specs
+from components.host.network_policies import network_policy_specs
 from tests.harness import run_program
 
 NAMESPACE = "ns1"

@@ -16,22 +16,24 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from components.common.endpoints import control_plane_endpoint
 from components.config import parse_settings
-from components.node_join import (
+from components.tenant.bootstrap_token import (
     BOOTSTRAP_TOKEN_TYPE,
     bootstrap_token_expiration,
     bootstrap_token_secret,
-    cluster_configuration,
     cluster_info_kubeconfig,
     cluster_info_rbac,
-    control_plane_endpoint,
     discovery_token_ca_cert_hash,
     join_command,
-    kubelet_configuration,
     node_bootstrap_rbac,
+)
+from components.tenant.tenant_objects import create_object
+from components.tenant.upload_config import (
+    cluster_configuration,
+    kubelet_configuration,
     upload_config_rbac,
 )
-from components.tenant_objects import create_object
 from tests.harness import ProgramRun
 from tests.unit.tenant_program import TENANT_PROVIDER, by_name, make_ca_pem, run_tenant_program
 
@@ -53,7 +55,7 @@ CONFIG = {
 }
 ENDPOINT = "https://api.violet.example.com:31443"
 PROGRAM = """
-from components.node_join import NodeJoin
+from components.tenant.node_join import NodeJoin
 
 join = NodeJoin("join", settings, CA_PEM, ENDPOINT, tenant)
 pulumi.export("joinCommand", join.join_command)

@@ -17,9 +17,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from components.common.names import ObjectNames
 from components.config import parse_settings
-from components.names import ObjectNames
-from components.pki import api_server_sans, certificate_plan
+from components.host.certs import api_server_sans, certificate_plan
 from tests.harness import ProgramRun, run_program
 
 CONFIG = {

@@ -6,12 +6,9 @@ Corefile, containerd's TOML and resolv.conf are returned as text.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+from components.common.kubeconfig import kubeconfig_document
 
 
 def kubeconfig(
@@ -24,31 +21,19 @@ def kubeconfig(
     client_key_pem: bytes,
     namespace: str | None = None,
 ) -> dict:
-    """A single-context kubeconfig with everything embedded, so it can be copied anywhere."""
-    context: dict = {"cluster": cluster_name, "user": user_name}
-    if namespace:
-        context["namespace"] = namespace
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": cluster_name,
-                "cluster": {"server": server, "certificate-authority-data": _b64(ca_pem)},
-            }
-        ],
-        "users": [
-            {
-                "name": user_name,
-                "user": {
-                    "client-certificate-data": _b64(client_cert_pem),
-                    "client-key-data": _b64(client_key_pem),
-                },
-            }
-        ],
-        "contexts": [{"name": user_name, "context": context}],
-        "current-context": user_name,
-    }
+    """A single-context kubeconfig with everything embedded, so it can be copied anywhere: the
+    program's builder, with the context named after the user and no preferences."""
+    return kubeconfig_document(
+        cluster_name=cluster_name,
+        server=server,
+        ca_cert_pem=ca_pem,
+        user=user_name,
+        client_cert_pem=client_cert_pem,
+        client_key_pem=client_key_pem,
+        context=user_name,
+        namespace=namespace,
+        preferences=False,
+    )
 
 
 def kubelet_configuration(

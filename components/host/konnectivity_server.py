@@ -1,4 +1,4 @@
-"""Konnectivity: apiserver -> cluster traffic through a reverse tunnel the nodes open.
+"""Konnectivity, host side: apiserver -> cluster traffic through a reverse tunnel the nodes open.
 
 For tenants whose nodes the apiserver pods cannot route to (nodes behind NAT, in another network,
 at the edge). Every request the apiserver sends *into* the cluster (kubelet logs, exec, attach,
@@ -18,8 +18,10 @@ Pieces (all plain dicts in the Kubernetes API's shape, built by pure functions):
   apiserver's `--egress-selector-config-file` flag; `KonnectivityServerConfig` registers the
   EgressSelectorConfiguration ConfigMap and the sidecar's kubeconfig Secret; the agent port is
   published with the API (`agent_service_port`, `agent_endpoint`).
-- tenant side (`KonnectivityAgent`): the agents' ServiceAccount and DaemonSet, and the binding
-  that lets the server identity (`system:konnectivity-server`) review the agents' tokens.
+- tenant side (`KonnectivityAgent`, components/tenant/konnectivity_agent.py): the agents'
+  ServiceAccount and DaemonSet, and the binding that lets the server identity
+  (`system:konnectivity-server`) review the agents' tokens.
+- shared (components/common/konnectivity.py): versions, images, the agent port, identities.
 
 Authentication, as upstream's setup guide: the agent presents a projected service-account token
 with audience `system:konnectivity-server`; the server checks it with a TokenReview against the
@@ -33,18 +35,23 @@ the API host and the load balancer IP, i.e. the address the agents dial.
 from __future__ import annotations
 
 import copy
-import ipaddress
 
 import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from components.config import ControlPlaneSettings, ExposureMode
-from components.kubeconfig import build_kubeconfig
-from components.names import API_SERVER_PORT, ObjectNames, labels
-from components.pki import KONNECTIVITY_SERVER_CLIENT
-from components.podspec import (
-    NON_ROOT_ID,
+from components.common.endpoints import API_SERVER_PORT
+from components.common.konnectivity import (
+    AGENT,
+    AGENT_PORT,
+    AUDIENCE,
+    DEFAULT_AGENT_NODE_PORT,
+    SERVER_USER,
+    server_image,
+)
+from components.common.kubeconfig import build_kubeconfig
+from components.common.names import KUBE_SYSTEM, ObjectNames, labels
+from components.common.podspec import (
     SECRET_FILE_MODE,
     Manifest,
     config_map_volume,
@@ -54,36 +61,13 @@ from components.podspec import (
     pod_env_from_field,
     resources,
 )
-from components.tenant_objects import (
-    KUBE_SYSTEM,
-    ROOT_CA_CONFIG_MAP,
-    cluster_role_binding,
-    create_object,
-    metadata,
-    node_daemonset,
-    user,
-)
-
-# --- versions and images -------------------------------------------------------------------
-
-# apiserver-network-proxy release per Kubernetes minor: the one whose konnectivity-client that
-# Kubernetes release links (its go.mod), so the apiserver and the server speak the same client
-# library version. Upstream tags its images with the module version.
-# For 1.35 (client v0.31.2) the newest v0.31 patch the Go module proxy serves: v0.31.2 itself
-# is not served there, so it could not be built and checked here.
-KONNECTIVITY_VERSIONS = {"1.35": "v0.31.4", "1.36": "v0.34.0", "1.37": "v0.36.0"}
-SERVER_IMAGE = "kas-network-proxy/proxy-server"
-AGENT_IMAGE = "kas-network-proxy/proxy-agent"
+from components.config import ControlPlaneSettings, ExposureMode
+from components.host.certs import KONNECTIVITY_SERVER_CLIENT
 
 # --- ports, paths and names ----------------------------------------------------------------
 
-AGENT_PORT = 8132  # agents connect here (TLS); published outside the infrastructure cluster
 ADMIN_PORT = 8133  # the server's admin/metrics endpoint, bound to 127.0.0.1
 HEALTH_PORT = 8134  # the server's /healthz (plain HTTP), probed by the kubelet
-AGENT_HEALTH_PORT = 8093  # the agent's /healthz and /readyz (its default)
-AGENT_ADMIN_PORT = 8094  # the agent's admin endpoint (its default)
-# The NodePort suggested for the agent port when the API is exposed by NodePort.
-DEFAULT_AGENT_NODE_PORT = 31132
 
 SOCKET_DIR = "/etc/kubernetes/konnectivity-server"
 SOCKET_PATH = f"{SOCKET_DIR}/konnectivity-server.socket"
@@ -107,33 +91,10 @@ SERVER_PKI_VOLUME = "konnectivity-pki"
 SERVER_CONTAINER = "konnectivity-server"
 API_SERVER_CONTAINER = "kube-apiserver"
 
-# Identities.
-AUDIENCE = "system:konnectivity-server"  # of the agents' tokens, checked by the server
-SERVER_USER = "system:konnectivity-server"  # CN of the server's client certificate
-AUTH_DELEGATOR_ROLE = "system:auth-delegator"  # lets it create TokenReviews
-AGENT = "konnectivity-agent"  # ServiceAccount, DaemonSet and container of the agents
-AGENT_LABELS = {"k8s-app": AGENT}
-AGENT_TOKEN_DIR = "/var/run/secrets/tokens"
-AGENT_TOKEN_FILE = "konnectivity-agent-token"
-AGENT_TOKEN_SECONDS = 3600
 
-
-# The server's client certificate for TokenReviews (components/pki.py adds it to the plan when
-# Konnectivity is on), bound by `server_auth_delegator_binding`.
+# The server's client certificate for TokenReviews (components/host/certs.py adds it to the plan
+# when Konnectivity is on), bound by the agent side's `server_auth_delegator_binding`.
 SERVER_CLIENT_CERT = KONNECTIVITY_SERVER_CLIENT
-
-
-def konnectivity_version(settings: ControlPlaneSettings) -> str:
-    return KONNECTIVITY_VERSIONS[settings.release.minor]
-
-
-def server_image(settings: ControlPlaneSettings) -> str:
-    return settings.image(SERVER_IMAGE, konnectivity_version(settings))
-
-
-def agent_image(settings: ControlPlaneSettings) -> str:
-    return settings.image(AGENT_IMAGE, konnectivity_version(settings))
-
 
 # --- the apiserver side --------------------------------------------------------------------
 
@@ -294,7 +255,7 @@ def with_konnectivity_server(
 def agent_service_port(
     settings: ControlPlaneSettings, node_port: int = DEFAULT_AGENT_NODE_PORT
 ) -> Manifest:
-    """The port to add to the API's external Service (components/exposure.py), next to 6443.
+    """The port to add to the API's external Service (components/host/exposure.py), next to 6443.
 
     The Service selects the apiserver pods, so agents spread over the sidecars and keep
     reconnecting until they hold a tunnel to `--server-count` distinct servers.
@@ -330,112 +291,6 @@ def agent_endpoint(
         else exposure.host
     )
     return host, int(port.get("nodePort", AGENT_PORT))
-
-
-# --- the tenant side -----------------------------------------------------------------------
-
-
-def server_auth_delegator_binding() -> Manifest:
-    """Lets the server identity create TokenReviews (upstream's konnectivity-rbac.yaml)."""
-    return cluster_role_binding(SERVER_USER, AUTH_DELEGATOR_ROLE, [user(SERVER_USER)])
-
-
-def agent_service_account() -> Manifest:
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": metadata(AGENT, KUBE_SYSTEM, **AGENT_LABELS),
-    }
-
-
-def agent_args(settings: ControlPlaneSettings, host: str, port: int) -> list[str]:
-    family = "ipv6" if ipaddress.ip_network(settings.pod_cidr).version == 6 else "ipv4"
-    return [
-        f"--ca-cert={AGENT_TOKEN_DIR}/ca.crt",
-        f"--proxy-server-host={host}",
-        f"--proxy-server-port={port}",
-        f"--service-account-token-path={AGENT_TOKEN_DIR}/{AGENT_TOKEN_FILE}",
-        f"--health-server-port={AGENT_HEALTH_PORT}",
-        f"--admin-server-port={AGENT_ADMIN_PORT}",
-        "--admin-bind-address=127.0.0.1",
-        # The server's destHost strategy sends traffic for this node's IP to this agent.
-        f"--agent-identifiers={family}=$(HOST_IP)",
-        # Keep looking for servers: the count changes with apiserver rollouts and scaling.
-        "--sync-forever=true",
-    ]
-
-
-def agent_daemonset(settings: ControlPlaneSettings, host: str, port: int) -> Manifest:
-    container = {
-        "name": AGENT,
-        "image": agent_image(settings),
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["/proxy-agent"],
-        "args": agent_args(settings, host, port),
-        "env": [pod_env_from_field("HOST_IP", "status.hostIP")],
-        "resources": resources("10m", "32Mi"),
-        "securityContext": container_security_context(),
-        "volumeMounts": [mount(AGENT_TOKEN_FILE, AGENT_TOKEN_DIR)],
-        "livenessProbe": {
-            **http_probe("/healthz", AGENT_HEALTH_PORT, failures=6, timeout=5),
-            "initialDelaySeconds": 15,
-        },
-        # Ready once it holds a tunnel to at least one server.
-        "readinessProbe": http_probe("/readyz", AGENT_HEALTH_PORT, period=5, timeout=5),
-    }
-    token_volume = {
-        "name": AGENT_TOKEN_FILE,
-        "projected": {
-            "defaultMode": 0o444,
-            "sources": [
-                {
-                    "serviceAccountToken": {
-                        "audience": AUDIENCE,
-                        "expirationSeconds": AGENT_TOKEN_SECONDS,
-                        "path": AGENT_TOKEN_FILE,
-                    }
-                },
-                {
-                    "configMap": {
-                        "name": ROOT_CA_CONFIG_MAP,
-                        "items": [{"key": "ca.crt", "path": "ca.crt"}],
-                    }
-                },
-            ],
-        },
-    }
-    pod_spec: Manifest = {
-        "priorityClassName": "system-cluster-critical",
-        "serviceAccountName": AGENT,
-        # Its only credential is the audience-bound token below, which the tenant
-        # API itself does not accept.
-        "automountServiceAccountToken": False,
-        "nodeSelector": {"kubernetes.io/os": "linux"},
-        "tolerations": [
-            {"key": "CriticalAddonsOnly", "operator": "Exists"},
-            {"operator": "Exists", "effect": "NoSchedule"},
-        ],
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": NON_ROOT_ID,
-            "runAsGroup": NON_ROOT_ID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containers": [container],
-        "volumes": [token_volume],
-    }
-    return node_daemonset(AGENT, AGENT_LABELS, pod_spec)
-
-
-def agent_objects(
-    settings: ControlPlaneSettings, host: str, port: int
-) -> list[tuple[str, Manifest]]:
-    """Every tenant object of Konnectivity, with the suffix of its Pulumi resource name."""
-    return [
-        ("serviceaccount", agent_service_account()),
-        ("server-clusterrolebinding", server_auth_delegator_binding()),
-        ("daemonset", agent_daemonset(settings, host, port)),
-    ]
 
 
 # --- Components ----------------------------------------------------------------------------
@@ -486,22 +341,3 @@ class KonnectivityServerConfig(pulumi.ComponentResource):
             opts=child,
         )
         self.register_outputs({})
-
-
-class KonnectivityAgent(pulumi.ComponentResource):
-    """The agents on every tenant node, and the server identity's right to review tokens."""
-
-    def __init__(
-        self,
-        name: str,
-        settings: ControlPlaneSettings,
-        endpoint_host: str,
-        agent_port: int,
-        tenant_provider: pulumi.ProviderResource,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__("k8s-on-k8s:index:KonnectivityAgent", name, None, opts)
-        tenant = pulumi.ResourceOptions(parent=self, provider=tenant_provider)
-        for suffix, manifest in agent_objects(settings, endpoint_host, agent_port):
-            create_object(f"{name}-{suffix}", manifest, tenant)
-        self.register_outputs({"proxyServer": f"{endpoint_host}:{agent_port}"})

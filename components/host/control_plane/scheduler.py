@@ -5,10 +5,9 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import ControlPlaneSettings
-from components.names import ObjectNames, labels
-from components.pki import Pki
-from components.podspec import (
+from components.common.endpoints import SCHEDULER_PORT
+from components.common.names import ObjectNames, labels
+from components.common.podspec import (
     Manifest,
     container_security_context,
     deployment_spec,
@@ -18,14 +17,16 @@ from components.podspec import (
     resources,
     secret_volume,
 )
-from components.workload import (
+from components.config import ControlPlaneSettings
+from components.host.certs import Pki
+from components.host.workload import (
     disruption_budget,
     in_namespace_kubeconfig,
     rolled_on_change,
     secret_of_files,
 )
 
-SECURE_PORT = 10259
+SECURE_PORT = SCHEDULER_PORT
 CONFIG_DIR = "/etc/kubernetes/scheduler"
 COMPONENT = "kube-scheduler"
 USER = "system:kube-scheduler"

@@ -14,14 +14,11 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.podspec import Manifest
+from components.common.names import KUBE_SYSTEM
+from components.common.podspec import Manifest
 
 RBAC_API = "rbac.authorization.k8s.io/v1"
 RBAC_GROUP = "rbac.authorization.k8s.io"
-KUBE_SYSTEM = "kube-system"
-KUBE_PUBLIC = "kube-public"
-# The cluster CA, as the controller-manager publishes it in every namespace (the SA ca.crt).
-ROOT_CA_CONFIG_MAP = "kube-root-ca.crt"
 # Add-ons run on nodes that join after `pulumi up`: waiting for their pods would time out.
 SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
 

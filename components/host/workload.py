@@ -10,10 +10,10 @@ from collections.abc import Mapping
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.kubeconfig import client_certificate_kubeconfig
-from components.names import ObjectNames
-from components.pki import Pki
-from components.podspec import Manifest, pod_disruption_budget_spec
+from components.common.names import ObjectNames
+from components.common.podspec import Manifest, pod_disruption_budget_spec
+from components.host.certs import Pki
+from components.host.kubeconfig import client_certificate_kubeconfig
 
 
 def secret_of_files(

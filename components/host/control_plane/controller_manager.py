@@ -9,10 +9,9 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import ControlPlaneSettings
-from components.names import ObjectNames, labels
-from components.pki import CLUSTER_CA, FRONT_PROXY_CA, Pki
-from components.podspec import (
+from components.common.endpoints import CONTROLLER_MANAGER_PORT
+from components.common.names import ObjectNames, labels
+from components.common.podspec import (
     Manifest,
     container_security_context,
     deployment_spec,
@@ -22,14 +21,16 @@ from components.podspec import (
     resources,
     secret_volume,
 )
-from components.workload import (
+from components.config import ControlPlaneSettings
+from components.host.certs import CLUSTER_CA, FRONT_PROXY_CA, Pki
+from components.host.workload import (
     disruption_budget,
     in_namespace_kubeconfig,
     rolled_on_change,
     secret_of_files,
 )
 
-SECURE_PORT = 10257
+SECURE_PORT = CONTROLLER_MANAGER_PORT
 CONFIG_DIR = "/etc/kubernetes/controller-manager"
 COMPONENT = "kube-controller-manager"
 USER = "system:kube-controller-manager"

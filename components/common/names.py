@@ -8,9 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from components.common.endpoints import API_SERVER_PORT
+
 PART_OF = "k8s-on-k8s"
-# kube-apiserver's port, in its pods and on its in-namespace Service.
-API_SERVER_PORT = 6443
+
+# Namespaces and objects of the tenant cluster that Kubernetes itself defines.
+KUBE_SYSTEM = "kube-system"
+KUBE_PUBLIC = "kube-public"
+# The cluster CA, as the controller-manager publishes it in every namespace (the SA ca.crt).
+ROOT_CA_CONFIG_MAP = "kube-root-ca.crt"
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,9 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 import yaml
 
-from components.config import ControlPlaneSettings
-from components.etcd import etcd_client_urls
-from components.konnectivity import KonnectivityServerConfig, with_konnectivity_server
-from components.names import API_SERVER_PORT, ObjectNames, labels
-from components.pki import CLUSTER_CA, ETCD_CA, FRONT_PROXY_CA, KONNECTIVITY_SERVER_CLIENT, Pki
-from components.podspec import (
+from components.common.endpoints import API_SERVER_PORT
+from components.common.names import ObjectNames, labels
+from components.common.podspec import (
     Manifest,
     config_map_volume,
     container_security_context,
@@ -31,7 +28,17 @@ from components.podspec import (
     resources,
     secret_volume,
 )
-from components.workload import disruption_budget, rolled_on_change, secret_of_files
+from components.config import ControlPlaneSettings
+from components.host.certs import (
+    CLUSTER_CA,
+    ETCD_CA,
+    FRONT_PROXY_CA,
+    KONNECTIVITY_SERVER_CLIENT,
+    Pki,
+)
+from components.host.etcd import etcd_client_urls
+from components.host.konnectivity_server import KonnectivityServerConfig, with_konnectivity_server
+from components.host.workload import disruption_budget, rolled_on_change, secret_of_files
 
 SECURE_PORT = API_SERVER_PORT
 PKI_DIR = "/etc/kubernetes/pki"
@@ -167,7 +174,7 @@ def api_server_command(settings: ControlPlaneSettings, names: ObjectNames) -> li
         # connections to a terminating pod until its readiness fails (endpoint `serving`).
         f"--shutdown-delay-duration={SHUTDOWN_DELAY_SECONDS}s",
         "--shutdown-send-retry-after=true",
-        # The pods' IPs mean nothing on tenant nodes; components/in_cluster_api decides where
+        # The pods' IPs mean nothing on tenant nodes; components/tenant/in_cluster_api decides where
         # kubernetes.default leads.
         "--endpoint-reconciler-type=none",
     ]

@@ -11,11 +11,11 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.apiserver import SECURE_PORT, api_server_labels
+from components.common.names import ObjectNames, labels
+from components.common.podspec import Manifest
 from components.config import ControlPlaneSettings, ExposureMode
-from components.konnectivity import agent_service_port
-from components.names import ObjectNames, labels
-from components.podspec import Manifest
+from components.host.control_plane.apiserver import SECURE_PORT, api_server_labels
+from components.host.konnectivity_server import agent_service_port
 
 COMPONENT = "apiserver-exposure"
 

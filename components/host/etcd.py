@@ -2,7 +2,7 @@
 
 Members find each other through a headless Service that publishes not-ready addresses, so a
 new cluster can bootstrap before any member is Ready. All members share one serving and one
-peer certificate (components/pki.py says why).
+peer certificate (components/host/certs.py says why).
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components.config import ControlPlaneSettings
-from components.names import ObjectNames, labels
-from components.pki import ETCD_CA, ETCD_PEER, ETCD_SERVER, Pki
-from components.podspec import (
+from components.common.endpoints import ETCD_CLIENT_PORT, ETCD_HEALTH_PORT, ETCD_PEER_PORT
+from components.common.names import ObjectNames, labels
+from components.common.podspec import (
     Manifest,
     container_security_context,
     empty_dir_volume,
@@ -26,11 +25,13 @@ from components.podspec import (
     secret_volume,
     spread_over_nodes,
 )
-from components.workload import disruption_budget, rolled_on_change, secret_of_files
+from components.config import ControlPlaneSettings
+from components.host.certs import ETCD_CA, ETCD_PEER, ETCD_SERVER, Pki
+from components.host.workload import disruption_budget, rolled_on_change, secret_of_files
 
-CLIENT_PORT = 2379
-PEER_PORT = 2380
-HEALTH_PORT = 2381
+CLIENT_PORT = ETCD_CLIENT_PORT
+PEER_PORT = ETCD_PEER_PORT
+HEALTH_PORT = ETCD_HEALTH_PORT
 PKI_DIR = "/etc/etcd/pki"
 DATA_MOUNT = "/var/lib/etcd"
 # Characters of the data generation: a random name given once per stack, never replaced.

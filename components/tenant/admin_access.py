@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pulumi
 
-from components.pki import ADMIN_GROUP
-from components.podspec import Manifest
-from components.tenant_objects import cluster_role_binding, create_object, group
+from components.common.podspec import Manifest
+from components.host.certs import ADMIN_GROUP
+from components.tenant.tenant_objects import cluster_role_binding, create_object, group
 
 CLUSTER_ADMINS_BINDING = "kubeadm:cluster-admins"
 

@@ -14,11 +14,12 @@ import ipaddress
 import pulumi
 import yaml
 
+from components.common.kubeconfig import KUBEADM_LAYOUT, dump, kubeconfig_document
+from components.common.names import KUBE_SYSTEM
+from components.common.podspec import NON_ROOT_ID, Manifest, http_probe
 from components.config import ControlPlaneSettings
-from components.podspec import NON_ROOT_ID, Manifest, http_probe
-from components.tenant_objects import (
+from components.tenant.tenant_objects import (
     BOOTSTRAPPERS_GROUP,
-    KUBE_SYSTEM,
     SKIP_AWAIT,
     cluster_role,
     cluster_role_binding,
@@ -270,28 +271,19 @@ def kube_proxy_kubeconfig(server: str) -> str:
     The server is the API's external endpoint: kube-proxy is what makes `kubernetes.default`
     work, so it cannot depend on it.
     """
-    document = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "default",
-                "cluster": {
-                    "certificate-authority": f"{SERVICE_ACCOUNT_DIR}/ca.crt",
-                    "server": server,
-                },
-            }
-        ],
-        "contexts": [
-            {
-                "name": "default",
-                "context": {"cluster": "default", "namespace": "default", "user": "default"},
-            }
-        ],
-        "current-context": "default",
-        "users": [{"name": "default", "user": {"tokenFile": f"{SERVICE_ACCOUNT_DIR}/token"}}],
-    }
-    return yaml.safe_dump(document, sort_keys=False)
+    return dump(
+        kubeconfig_document(
+            cluster_name="default",
+            server=server,
+            ca_file=f"{SERVICE_ACCOUNT_DIR}/ca.crt",
+            user="default",
+            token_file=f"{SERVICE_ACCOUNT_DIR}/token",
+            context="default",
+            namespace="default",
+            preferences=False,
+            layout=KUBEADM_LAYOUT,
+        )
+    )
 
 
 def kube_proxy_daemonset(settings: ControlPlaneSettings) -> Manifest:

@@ -30,10 +30,9 @@ import ipaddress
 
 import pulumi
 
-from components.config import ControlPlaneSettings, ExposureMode
-from components.names import API_SERVER_PORT
-from components.pki import KeyPair
-from components.podspec import (
+from components.common.endpoints import API_SERVER_PORT
+from components.common.names import KUBE_SYSTEM, ROOT_CA_CONFIG_MAP
+from components.common.podspec import (
     SECRET_FILE_MODE,
     Manifest,
     config_map_volume,
@@ -41,9 +40,9 @@ from components.podspec import (
     mount,
     pod_security_context,
 )
-from components.tenant_objects import (
-    KUBE_SYSTEM,
-    ROOT_CA_CONFIG_MAP,
+from components.config import ControlPlaneSettings, ExposureMode
+from components.host.certs import KeyPair
+from components.tenant.tenant_objects import (
     config_map,
     create_object,
     metadata,

@@ -23,18 +23,18 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.apiserver import SECURE_PORT as API_SERVER_PORT
-from components.apiserver import api_server_labels
+from components.common.endpoints import DNS_PORT
+from components.common.konnectivity import AGENT_PORT
+from components.common.names import ObjectNames, labels
+from components.common.podspec import Manifest
 from components.config import ControlPlaneSettings, ExposureMode
-from components.controller_manager import controller_manager_labels
-from components.etcd import CLIENT_PORT, PEER_PORT, etcd_labels
-from components.konnectivity import AGENT_PORT
-from components.names import ObjectNames, labels
-from components.podspec import Manifest
-from components.scheduler import scheduler_labels
+from components.host.control_plane.apiserver import SECURE_PORT as API_SERVER_PORT
+from components.host.control_plane.apiserver import api_server_labels
+from components.host.control_plane.controller_manager import controller_manager_labels
+from components.host.control_plane.scheduler import scheduler_labels
+from components.host.etcd import CLIENT_PORT, PEER_PORT, etcd_labels
 
 COMPONENT = "network-policy"
-DNS_PORT = 53
 # Where a namespace's name is, on every namespace (set by the apiserver since 1.22).
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_tls as tls
 
+from components.common.names import ObjectNames
 from components.config import ControlPlaneSettings, ExposureMode, is_ip
-from components.names import ObjectNames
 
 CA_VALIDITY_HOURS = 10 * 365 * 24
 
@@ -61,9 +61,9 @@ KONNECTIVITY_SERVER_CLIENT = CertificateSpec(
 
 
 # The serving certificate of the API proxy behind `kubernetes.default` (exposure ingress,
-# components/in_cluster_api): it answers in-cluster clients by the names and the IPs they dial
-# (the ClusterIP, or the proxy's own node-local address from the host network). Its name and
-# common name stay as deployed: a new name would replace the certificate.
+# components/tenant/in_cluster_api): it answers in-cluster clients by the names and the IPs
+# they dial (the ClusterIP, or the proxy's own node-local address from the host network). Its
+# name and common name stay as deployed: a new name would replace the certificate.
 API_PROXY_CERT = "kubernetes-service-proxy"
 
 
