@@ -14,7 +14,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 import yaml
 
-from components.config import ControlPlaneSettings
+from components.config import ControlPlaneSettings, with_extra_args
 from components.etcd import etcd_client_urls
 from components.konnectivity import KonnectivityServerConfig, with_konnectivity_server
 from components.names import API_SERVER_PORT, ObjectNames, labels
@@ -124,8 +124,9 @@ SHUTDOWN_DELAY_SECONDS = 15
 
 
 def api_server_command(settings: ControlPlaneSettings, names: ObjectNames) -> list[str]:
+    """The managed flags, then apiServerExtraArgs merged over them."""
     pki = PKI_DIR
-    return [
+    managed = [
         "kube-apiserver",
         "--advertise-address=$(POD_IP)",
         f"--secure-port={SECURE_PORT}",
@@ -171,6 +172,7 @@ def api_server_command(settings: ControlPlaneSettings, names: ObjectNames) -> li
         # kubernetes.default leads.
         "--endpoint-reconciler-type=none",
     ]
+    return with_extra_args(managed, settings.api_server_extra_args)
 
 
 def api_server_deployment_spec(settings: ControlPlaneSettings, names: ObjectNames) -> Manifest:

@@ -12,7 +12,9 @@ frozen dataclass; `ControlPlaneSettings` holds their fields side by side.
 from __future__ import annotations
 
 import enum
+import fnmatch
 import ipaddress
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -76,6 +78,10 @@ DEFAULTS: dict[str, str] = {
     "apiServerEgressCidrs": "",
     "ingressControllerNamespaces": "ingress-nginx",
     "ingressControllerCidrs": "",
+    "apiServerExtraArgs": "",
+    "controllerManagerExtraArgs": "",
+    "schedulerExtraArgs": "",
+    "etcdExtraArgs": "",
 }
 
 DEFAULT_IMAGE_REGISTRY = "registry.k8s.io"
@@ -105,6 +111,10 @@ _IMAGE = re.compile(
     r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:\d{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*"
     r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
 )
+
+
+# A component's extraArgs: (flag name without dashes, value), sorted by name.
+ExtraArgs = tuple[tuple[str, str], ...]
 
 
 class ConfigError(ValueError):
@@ -212,6 +222,11 @@ class ControlPlaneSettings:
     api_server_egress_cidrs: tuple[str, ...] = ()
     ingress_controller_namespaces: tuple[str, ...] = ("ingress-nginx",)
     ingress_controller_cidrs: tuple[str, ...] = ()
+    # kubeadm-style extraArgs per component, merged over the managed flags (with_extra_args).
+    api_server_extra_args: ExtraArgs = ()
+    controller_manager_extra_args: ExtraArgs = ()
+    scheduler_extra_args: ExtraArgs = ()
+    etcd_extra_args: ExtraArgs = ()
 
     @property
     def cluster_dns_ip(self) -> str:
@@ -266,7 +281,7 @@ class Collector:
 
     def __init__(self, raw: Mapping[str, Any]) -> None:
         unknown = sorted(set(raw) - set(DEFAULTS))
-        self.values = {key: str(raw.get(key, default)).strip() for key, default in DEFAULTS.items()}
+        self.values = {key: _text(raw.get(key, default)) for key, default in DEFAULTS.items()}
         self.errors: list[str] = [
             f"{PROJECT}:{key} is not a known setting; known keys: {', '.join(sorted(DEFAULTS))}"
             for key in unknown
@@ -274,6 +289,9 @@ class Collector:
 
     def fail(self, key: str, allowed: str) -> None:
         self.errors.append(f"{PROJECT}:{key} = {self.values[key]!r} is invalid; allowed: {allowed}")
+
+    def refuse(self, key: str, problem: str) -> None:
+        self.errors.append(f"{PROJECT}:{key} {problem}")
 
     def check(self, key: str, parse: Callable[[str], T | None], allowed: str, fallback: T) -> T:
         try:
@@ -284,6 +302,14 @@ class Collector:
             self.fail(key, allowed)
             return fallback
         return parsed
+
+
+def _text(value: Any) -> str:
+    """A raw value as Pulumi passes it: a string; a structured value (a map set with `pulumi
+    config set --path`, or given as one in a test) arrives as its JSON."""
+    if isinstance(value, Mapping | list):
+        return json.dumps(value, sort_keys=True)
+    return str(value).strip()
 
 
 def _duration_seconds(value: str) -> int | None:
@@ -372,6 +398,170 @@ def _network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None
 
 def _dns_name(value: str) -> str | None:
     return value if is_dns_name(value) else None
+
+
+# --- extraArgs -----------------------------------------------------------------------------
+# kubeadm's escape hatch: per component, flags (name without dashes -> string value) merged over
+# the managed ones. A user value replaces the managed value of the same flag, a new flag comes
+# after the managed ones (by name). The flags below stay the program's: each names what the
+# program's PKI, wiring or security rests on. A pattern is a flag name, or a prefix ending in *.
+
+_FLAG_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+_ADMISSION_PLUGIN = "NodeRestriction"
+
+_SERVING = "the apiserver serves and trusts the certificates of the program's PKI, mounted there"
+_SERVICE_ACCOUNTS = "service-account tokens are signed and checked with the program's key pair"
+_AUTHORIZATION = "Node,RBAC authorization is what the program's RBAC objects and nodes rely on"
+_FRONT_PROXY = "aggregated APIs trust the front-proxy client certificate of the program's PKI"
+_COMPONENT_IDENTITY = (
+    "the component reaches and trusts the apiserver with the kubeconfig and CA the program "
+    "issues and mounts"
+)
+_SIGNING = "the cluster CA of the program's PKI signs and roots every certificate in the cluster"
+_PROBED = "the kubelet's probes and the program's Services reach the component there"
+_ETCD_TLS = (
+    "clients and peers authenticate each other by mutual TLS with the program's certificates"
+)
+_ETCD_MEMBERS = (
+    "members find each other and keep their data by these, derived from etcdReplicas and "
+    "the StatefulSet's volumes"
+)
+
+PROTECTED_FLAGS: dict[str, dict[str, str]] = {
+    "apiServerExtraArgs": {
+        "client-ca-file": _SERVING,
+        "tls-cert-file": _SERVING,
+        "tls-private-key-file": _SERVING,
+        "service-account-*": _SERVICE_ACCOUNTS,
+        "etcd-*": "the apiserver reaches its etcd members by mutual TLS with the program's "
+        "certificates",
+        "encryption-provider-config": "Secrets at rest are encrypted with the keys of "
+        "secretsEncryptionKeys",
+        "authorization-*": _AUTHORIZATION,
+        "anonymous-auth": "the kubelet's probes reach /livez and /readyz anonymously",
+        "kubelet-client-*": "the apiserver authenticates to kubelets with the program's client "
+        "certificate",
+        "requestheader-*": _FRONT_PROXY,
+        "proxy-client-*": _FRONT_PROXY,
+        "enable-bootstrap-token-auth": "nodes join with the bootstrap token the program issues",
+        "secure-port": _PROBED,
+        "service-cluster-ip-range": "it is serviceCidr, fixed once the cluster exists",
+        "egress-selector-config-file": "it is the konnectivity setting",
+        "endpoint-reconciler-type": "the program decides where kubernetes.default leads",
+        "audit-policy-file": "every request is audited (metadata only) to the container's log",
+        "audit-log-path": "every request is audited (metadata only) to the container's log",
+    },
+    "controllerManagerExtraArgs": {
+        "kubeconfig": _COMPONENT_IDENTITY,
+        "authentication-kubeconfig": _COMPONENT_IDENTITY,
+        "authorization-kubeconfig": _COMPONENT_IDENTITY,
+        "client-ca-file": _COMPONENT_IDENTITY,
+        "requestheader-*": _FRONT_PROXY,
+        "service-account-private-key-file": _SERVICE_ACCOUNTS,
+        "use-service-account-credentials": "each controller acts with its own service "
+        "account, bound to its own RBAC role",
+        "root-ca-file": _SIGNING,
+        "cluster-signing-*": _SIGNING,
+        "bind-address": _PROBED,
+        "secure-port": _PROBED,
+        "cert-dir": "the only writable directory is the pod's emptyDir",
+        "cluster-name": "it is clusterName, fixed once the cluster exists",
+        "cluster-cidr": "it is podCidr, fixed once the cluster exists",
+        "service-cluster-ip-range": "it is serviceCidr, fixed once the cluster exists",
+    },
+    "schedulerExtraArgs": {
+        "kubeconfig": _COMPONENT_IDENTITY,
+        "authentication-kubeconfig": _COMPONENT_IDENTITY,
+        "authorization-kubeconfig": _COMPONENT_IDENTITY,
+        "bind-address": _PROBED,
+        "secure-port": _PROBED,
+        "cert-dir": "the only writable directory is the pod's emptyDir",
+    },
+    "etcdExtraArgs": {
+        "cert-file": _ETCD_TLS,
+        "key-file": _ETCD_TLS,
+        "trusted-ca-file": _ETCD_TLS,
+        "client-cert-auth": _ETCD_TLS,
+        "auto-tls": _ETCD_TLS,
+        "peer-*": _ETCD_TLS,
+        "name": _ETCD_MEMBERS,
+        "data-dir": _ETCD_MEMBERS,
+        "wal-dir": _ETCD_MEMBERS,
+        "initial-cluster*": _ETCD_MEMBERS,
+        "initial-advertise-peer-urls": _ETCD_MEMBERS,
+        "advertise-client-urls": _ETCD_MEMBERS,
+        "listen-client-urls": _ETCD_MEMBERS,
+        "listen-peer-urls": _ETCD_MEMBERS,
+        "listen-metrics-urls": "the kubelet's probes reach the member there",
+    },
+}
+
+
+def protection(key: str, name: str, value: str) -> str | None:
+    """Why `key` may not set the flag `name` to `value`; None if it may."""
+    for pattern, why in PROTECTED_FLAGS[key].items():
+        if fnmatch.fnmatchcase(name, pattern):
+            return why
+    plugins = [plugin.strip() for plugin in value.split(",")]
+    if key == "apiServerExtraArgs" and (
+        (name == "enable-admission-plugins" and _ADMISSION_PLUGIN not in plugins)
+        or (name == "disable-admission-plugins" and _ADMISSION_PLUGIN in plugins)
+    ):
+        return (
+            f"{_ADMISSION_PLUGIN} keeps each kubelet to its own Node and pods; the list may "
+            f"add plugins but must keep {_ADMISSION_PLUGIN} enabled"
+        )
+    return None
+
+
+def parse_extra_args(c: Collector, key: str) -> ExtraArgs:
+    """`key`'s flags: a JSON object of flag names to string values (empty: none), every flag
+    name well-formed and none protected."""
+    if not c.values[key]:
+        return ()
+    try:
+        document = json.loads(c.values[key])
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        c.fail(
+            key,
+            "empty, or a JSON object of flag names to string values, as kubeadm's extraArgs, "
+            'such as {"v": "2"}',
+        )
+        return ()
+    flags: list[tuple[str, str]] = []
+    for name, value in sorted(document.items()):
+        if not _FLAG_NAME.match(name):
+            c.refuse(
+                key,
+                f"flag {name!r} is invalid; allowed: a flag name without leading dashes, of "
+                "lowercase letters, digits and '-', such as audit-log-maxage",
+            )
+        elif not isinstance(value, str):
+            c.refuse(
+                key,
+                f"flag {name!r} = {json.dumps(value)} is invalid; allowed: a string, such as "
+                '"2" (quote numbers and booleans)',
+            )
+        elif (why := protection(key, name, value)) is not None:
+            c.refuse(key, f"cannot set --{name}={value}, a flag the program manages: {why}")
+        else:
+            flags.append((name, value))
+    return tuple(flags)
+
+
+def with_extra_args(command: list[str], extra_args: ExtraArgs) -> list[str]:
+    """`command` (the binary, then --name=value flags) with `extra_args` merged in: a flag
+    already there takes the extra value in its place, the others follow in name order."""
+    extra = dict(extra_args)
+    merged = []
+    for arg in command:
+        name, has_value, _ = arg.removeprefix("--").partition("=")
+        if arg.startswith("--") and has_value and name in extra:
+            arg = f"--{name}={extra.pop(name)}"
+        merged.append(arg)
+    return merged + [f"--{name}={value}" for name, value in sorted(extra.items())]
 
 
 # --- the sections ---------------------------------------------------------------------------
@@ -580,6 +770,7 @@ class EtcdSection:
     etcd_storage_size: str
     etcd_storage_class: str | None
     etcd_resources: ResourceRequests
+    etcd_extra_args: ExtraArgs
 
 
 def parse_etcd(c: Collector) -> EtcdSection:
@@ -602,6 +793,7 @@ def parse_etcd(c: Collector) -> EtcdSection:
         )
         or None,
         etcd_resources=_requests(c, "etcd"),
+        etcd_extra_args=parse_extra_args(c, "etcdExtraArgs"),
     )
 
 
@@ -611,6 +803,7 @@ class ApiServerSection:
     api_server_resources: ResourceRequests
     # Names of the keys that encrypt Secrets at rest: the first writes, every one reads.
     encryption_keys: tuple[str, ...]
+    api_server_extra_args: ExtraArgs
 
 
 def parse_api_server(c: Collector) -> ApiServerSection:
@@ -625,6 +818,7 @@ def parse_api_server(c: Collector) -> ApiServerSection:
             "characters), comma-separated, the one that writes first, such as key1 or key2,key1",
             first_key,
         ),
+        api_server_extra_args=parse_extra_args(c, "apiServerExtraArgs"),
     )
 
 
@@ -632,12 +826,14 @@ def parse_api_server(c: Collector) -> ApiServerSection:
 class ControllerManagerSection:
     controller_manager_replicas: int
     controller_manager_resources: ResourceRequests
+    controller_manager_extra_args: ExtraArgs
 
 
 def parse_controller_manager(c: Collector) -> ControllerManagerSection:
     return ControllerManagerSection(
         controller_manager_replicas=_replicas(c, "controllerManagerReplicas"),
         controller_manager_resources=_requests(c, "controllerManager"),
+        controller_manager_extra_args=parse_extra_args(c, "controllerManagerExtraArgs"),
     )
 
 
@@ -645,12 +841,14 @@ def parse_controller_manager(c: Collector) -> ControllerManagerSection:
 class SchedulerSection:
     scheduler_replicas: int
     scheduler_resources: ResourceRequests
+    scheduler_extra_args: ExtraArgs
 
 
 def parse_scheduler(c: Collector) -> SchedulerSection:
     return SchedulerSection(
         scheduler_replicas=_replicas(c, "schedulerReplicas"),
         scheduler_resources=_requests(c, "scheduler"),
+        scheduler_extra_args=parse_extra_args(c, "schedulerExtraArgs"),
     )
 
 

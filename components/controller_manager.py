@@ -9,7 +9,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import ControlPlaneSettings
+from components.config import ControlPlaneSettings, with_extra_args
 from components.names import ObjectNames, labels
 from components.pki import CLUSTER_CA, FRONT_PROXY_CA, Pki
 from components.podspec import (
@@ -44,8 +44,9 @@ def controller_manager_secret_name(names: ObjectNames) -> str:
 
 
 def controller_manager_command(settings: ControlPlaneSettings, names: ObjectNames) -> list[str]:
+    """The managed flags, then controllerManagerExtraArgs merged over them."""
     kubeconfig = f"{CONFIG_DIR}/kubeconfig"
-    return [
+    managed = [
         "kube-controller-manager",
         f"--kubeconfig={kubeconfig}",
         f"--authentication-kubeconfig={kubeconfig}",
@@ -70,6 +71,7 @@ def controller_manager_command(settings: ControlPlaneSettings, names: ObjectName
         f"--service-cluster-ip-range={settings.service_cidr}",
         "--profiling=false",
     ]
+    return with_extra_args(managed, settings.controller_manager_extra_args)
 
 
 def controller_manager_deployment_spec(

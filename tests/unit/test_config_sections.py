@@ -72,13 +72,7 @@ def test_a_section_parser_reads_only_its_keys() -> None:
 
 
 def test_a_field_in_two_sections_is_a_programming_error() -> None:
-    settings = parse_settings({})
-    twice = config.EtcdSection(
-        settings.etcd_replicas,
-        settings.etcd_storage_size,
-        settings.etcd_storage_class,
-        settings.etcd_resources,
-    )
+    twice = config.parse_etcd(config.Collector({}))
     with pytest.raises(TypeError, match="etcd_replicas is in two sections"):
         config.settings_of(twice, twice)
 
