@@ -82,6 +82,7 @@ DEFAULTS: dict[str, str] = {
     "controllerManagerExtraArgs": "",
     "schedulerExtraArgs": "",
     "etcdExtraArgs": "",
+    "konnectivityServerExtraArgs": "",
 }
 
 DEFAULT_IMAGE_REGISTRY = "registry.k8s.io"
@@ -227,6 +228,7 @@ class ControlPlaneSettings:
     controller_manager_extra_args: ExtraArgs = ()
     scheduler_extra_args: ExtraArgs = ()
     etcd_extra_args: ExtraArgs = ()
+    konnectivity_server_extra_args: ExtraArgs = ()
 
     @property
     def cluster_dns_ip(self) -> str:
@@ -427,6 +429,12 @@ _ETCD_MEMBERS = (
     "the StatefulSet's volumes"
 )
 
+_TUNNEL = "the apiserver reaches its sidecar on the unix socket only, as the egress selector says"
+_AGENT_AUTH = (
+    "agents authenticate with kube-system/konnectivity-agent tokens, reviewed with the "
+    "sidecar's kubeconfig"
+)
+
 PROTECTED_FLAGS: dict[str, dict[str, str]] = {
     "apiServerExtraArgs": {
         "client-ca-file": _SERVING,
@@ -493,6 +501,25 @@ PROTECTED_FLAGS: dict[str, dict[str, str]] = {
         "listen-client-urls": _ETCD_MEMBERS,
         "listen-peer-urls": _ETCD_MEMBERS,
         "listen-metrics-urls": "the kubelet's probes reach the member there",
+    },
+    "konnectivityServerExtraArgs": {
+        "mode": _TUNNEL,
+        "uds-name": _TUNNEL,
+        "delete-existing-uds-file": _TUNNEL,
+        "server-port": _TUNNEL,
+        "server-ca-cert": _TUNNEL,
+        "server-cert": _TUNNEL,
+        "server-key": _TUNNEL,
+        "agent-port": _PROBED,
+        "admin-port": _PROBED,
+        "health-port": _PROBED,
+        "cluster-*": "agents check the apiserver's certificate of the program's PKI there",
+        "agent-namespace": _AGENT_AUTH,
+        "agent-service-account": _AGENT_AUTH,
+        "authentication-audience": _AGENT_AUTH,
+        "kubeconfig": _AGENT_AUTH,
+        "server-id": "each apiserver pod's sidecar is one server, counted by apiServerReplicas",
+        "server-count": "each apiserver pod's sidecar is one server, counted by apiServerReplicas",
     },
 }
 
@@ -914,6 +941,7 @@ class AddOnSection:
     admin_access: bool
     konnectivity: bool
     konnectivity_node_port: int  # where agents reach the proxy-server with nodePort exposure
+    konnectivity_server_extra_args: ExtraArgs
 
 
 def parse_add_ons(c: Collector, exposure: ExposureSettings) -> AddOnSection:
@@ -933,12 +961,16 @@ def parse_add_ons(c: Collector, exposure: ExposureSettings) -> AddOnSection:
         f"an integer from {low} to {high}, other than nodePort",
         low,
     )
+    server_extra_args = parse_extra_args(c, "konnectivityServerExtraArgs")
+    if server_extra_args and not konnectivity:
+        c.fail("konnectivityServerExtraArgs", "empty while konnectivity is false")
     return AddOnSection(
         core_dns=_boolean(c, "coreDns"),
         kube_proxy=_boolean(c, "kubeProxy"),
         admin_access=_boolean(c, "adminAccess"),
         konnectivity=konnectivity,
         konnectivity_node_port=node_port,
+        konnectivity_server_extra_args=server_extra_args,
     )
 
 

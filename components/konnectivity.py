@@ -39,7 +39,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from components.config import ControlPlaneSettings, ExposureMode
+from components.config import ControlPlaneSettings, ExposureMode, with_extra_args
 from components.kubeconfig import build_kubeconfig
 from components.names import API_SERVER_PORT, ObjectNames, labels
 from components.pki import KONNECTIVITY_SERVER_CLIENT
@@ -183,7 +183,8 @@ def server_kubeconfig(ca_cert_pem: str, client_cert_pem: str, client_key_pem: st
 
 
 def konnectivity_server_args(settings: ControlPlaneSettings) -> list[str]:
-    return [
+    """The managed flags, then konnectivityServerExtraArgs merged over them."""
+    managed = [
         "--mode=grpc",
         # The apiserver reaches it on the socket only; no TCP frontend.
         f"--uds-name={SOCKET_PATH}",
@@ -206,6 +207,7 @@ def konnectivity_server_args(settings: ControlPlaneSettings) -> list[str]:
         # Kubelet traffic to a node goes through that node's agent when it has one.
         "--proxy-strategies=destHost,default",
     ]
+    return with_extra_args(managed, settings.konnectivity_server_extra_args)
 
 
 def konnectivity_server_container(settings: ControlPlaneSettings) -> Manifest:

@@ -18,7 +18,15 @@ from components.config import (
 from tests.harness import REPO_ROOT, MockState, ProgramRun, RealCryptoMocks, run_program
 
 CONFIG = {"clusterName": "green", "namespace": "tenant-green", "apiHost": "api.green.example.com"}
-KEYS = ("apiServerExtraArgs", "controllerManagerExtraArgs", "schedulerExtraArgs", "etcdExtraArgs")
+KONNECTIVITY_KEY = "konnectivityServerExtraArgs"
+KEYS = (
+    "apiServerExtraArgs",
+    "controllerManagerExtraArgs",
+    "schedulerExtraArgs",
+    "etcdExtraArgs",
+    KONNECTIVITY_KEY,
+)
+KONNECTIVITY = {"exposure": "nodePort", "apiHost": "192.0.2.9", "konnectivity": "true"}
 # The workload of each key, and its only container.
 WORKLOADS = {
     "apiServerExtraArgs": "green-apiserver-deployment",
@@ -31,7 +39,13 @@ FIELDS = {
     "controllerManagerExtraArgs": "controller_manager_extra_args",
     "schedulerExtraArgs": "scheduler_extra_args",
     "etcdExtraArgs": "etcd_extra_args",
+    KONNECTIVITY_KEY: "konnectivity_server_extra_args",
 }
+
+
+def base(key: str) -> dict[str, str]:
+    """What lets `key` take effect: the Konnectivity server's flags need Konnectivity on."""
+    return dict(KONNECTIVITY) if key == KONNECTIVITY_KEY else {}
 
 
 def extra_args(settings: ControlPlaneSettings, key: str) -> Any:
@@ -74,15 +88,23 @@ def test_an_empty_value_is_a_value() -> None:
 
 @pytest.mark.parametrize("key", KEYS)
 def test_parsed_flags_are_sorted_by_name_whatever_the_order_given(key: str) -> None:
-    settings = parse_settings({key: '{"v": "2", "log-flush-frequency": "10s", "a": ""}'})
+    settings = parse_settings(
+        {**base(key), key: '{"v": "2", "log-flush-frequency": "10s", "a": ""}'}
+    )
     assert extra_args(settings, key) == (("a", ""), ("log-flush-frequency", "10s"), ("v", "2"))
 
 
 @pytest.mark.parametrize("key", KEYS)
 def test_empty_means_none_and_a_structured_map_is_taken_too(key: str) -> None:
-    assert extra_args(parse_settings({}), key) == ()
-    assert extra_args(parse_settings({key: "{}"}), key) == ()
-    assert extra_args(parse_settings({key: {"v": "3"}}), key) == (("v", "3"),)
+    assert extra_args(parse_settings(base(key)), key) == ()
+    assert extra_args(parse_settings({**base(key), key: "{}"}), key) == ()
+    assert extra_args(parse_settings({**base(key), key: {"v": "3"}}), key) == (("v", "3"),)
+
+
+def test_konnectivity_server_flags_need_konnectivity() -> None:
+    message = refusal({KONNECTIVITY_KEY: '{"v": "2"}'})
+    assert f"k8s-on-k8s:{KONNECTIVITY_KEY} = " in message
+    assert "empty while konnectivity is false" in message
 
 
 # --- refusals ------------------------------------------------------------------------------
@@ -225,8 +247,9 @@ def test_every_bad_entry_is_reported_at_once() -> None:
 def test_a_refusal_registers_no_resource(key: str) -> None:
     mocks = RealCryptoMocks()
     protected = next(iter(PROTECTED_FLAGS[key]))
+    config = {**CONFIG, **base(key), key: json.dumps({concrete(protected): "x"})}
     with pytest.raises(ConfigError, match=key):
-        run_program({**CONFIG, key: json.dumps({concrete(protected): "x"})}, mocks=mocks)
+        run_program(config, mocks=mocks)
     assert mocks.resources == []
 
 
@@ -257,7 +280,7 @@ def extended() -> ProgramRun:
     return run_program({**CONFIG, **{key: json.dumps(value) for key, value in EXTRAS.items()}})
 
 
-@pytest.mark.parametrize("key", KEYS)
+@pytest.mark.parametrize("key", KEYS[:4])
 def test_the_pod_runs_the_managed_flags_then_the_extras(
     plain: ProgramRun, extended: ProgramRun, key: str
 ) -> None:
@@ -287,6 +310,26 @@ def test_with_konnectivity_the_egress_flag_comes_after_the_extras() -> None:
     flags = command(run, "apiServerExtraArgs")
     assert flags[-2] == "--v=2"
     assert flags[-1].startswith("--egress-selector-config-file=")
+
+
+def test_the_konnectivity_sidecar_runs_its_managed_flags_then_the_extras() -> None:
+    config = {**CONFIG, **KONNECTIVITY}
+    extras = {"proxy-strategies": "default", "keepalive-time": "30s"}
+
+    def sidecar_args(run: ProgramRun) -> list[str]:
+        pod = run.named("green-apiserver-deployment").inputs["spec"]["template"]["spec"]
+        [sidecar] = [c for c in pod["containers"] if c["name"] == "konnectivity-server"]
+        args: list[str] = sidecar["args"]
+        return args
+
+    before = sidecar_args(run_program(config))
+    after = sidecar_args(run_program({**config, KONNECTIVITY_KEY: json.dumps(extras)}))
+    assert "--proxy-strategies=destHost,default" in before
+    replaced = [
+        a if a != "--proxy-strategies=destHost,default" else "--proxy-strategies=default"
+        for a in before
+    ]
+    assert after == [*replaced, "--keepalive-time=30s"]
 
 
 def without_commands(inputs: dict[str, Any]) -> dict[str, Any]:
