@@ -3,16 +3,22 @@
 `parse_settings` is pure (a mapping of raw strings in, settings or one `ConfigError` out), so
 every rule is tested without the Pulumi runtime. `load_settings` is the only place that calls
 `pulumi.Config`; components receive the typed settings and never read config themselves.
+
+`parse_settings` composes one small parser per section (`parse_identity`, `parse_images`,
+`parse_network`, `parse_exposure`, `parse_etcd`, `parse_api_server`, ...), each returning a
+frozen dataclass; `ControlPlaneSettings` holds their fields side by side.
 """
 
 from __future__ import annotations
 
 import enum
+import fnmatch
 import ipaddress
+import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from components.common.versions import (
     DEFAULT_RELEASE,
@@ -20,6 +26,9 @@ from components.common.versions import (
     find_release,
     supported_versions,
 )
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 PROJECT = "k8s-on-k8s"
 
@@ -74,6 +83,11 @@ DEFAULTS: dict[str, str] = {
     "apiServerEgressCidrs": "",
     "ingressControllerNamespaces": "ingress-nginx",
     "ingressControllerCidrs": "",
+    "apiServerExtraArgs": "",
+    "controllerManagerExtraArgs": "",
+    "schedulerExtraArgs": "",
+    "etcdExtraArgs": "",
+    "konnectivityServerExtraArgs": "",
 }
 
 DEFAULT_IMAGE_REGISTRY = "registry.k8s.io"
@@ -103,6 +117,10 @@ _IMAGE = re.compile(
     r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:\d{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*"
     r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
 )
+
+
+# A component's extraArgs: (flag name without dashes, value), sorted by name.
+ExtraArgs = tuple[tuple[str, str], ...]
 
 
 class ConfigError(ValueError):
@@ -159,6 +177,9 @@ class ExposureSettings:
 
 @dataclass(frozen=True)
 class ControlPlaneSettings:
+    """Every setting, flat: the fields of the sections below (IdentitySection, ImageSection,
+    ...) side by side, so components read `settings.etcd_replicas` whatever section parsed it."""
+
     cluster_name: str
     namespace: str
     release: KubernetesRelease
@@ -207,6 +228,12 @@ class ControlPlaneSettings:
     api_server_egress_cidrs: tuple[str, ...] = ()
     ingress_controller_namespaces: tuple[str, ...] = ("ingress-nginx",)
     ingress_controller_cidrs: tuple[str, ...] = ()
+    # kubeadm-style extraArgs per component, merged over the managed flags (with_extra_args).
+    api_server_extra_args: ExtraArgs = ()
+    controller_manager_extra_args: ExtraArgs = ()
+    scheduler_extra_args: ExtraArgs = ()
+    etcd_extra_args: ExtraArgs = ()
+    konnectivity_server_extra_args: ExtraArgs = ()
 
     @property
     def cluster_dns_ip(self) -> str:
@@ -256,12 +283,12 @@ def quantity_is_positive(value: str) -> bool:
 T = TypeVar("T")
 
 
-class _Collector:
+class Collector:
     """Gathers every problem so one run reports all of them in one message."""
 
     def __init__(self, raw: Mapping[str, Any]) -> None:
         unknown = sorted(set(raw) - set(DEFAULTS))
-        self.values = {key: str(raw.get(key, default)).strip() for key, default in DEFAULTS.items()}
+        self.values = {key: _text(raw.get(key, default)) for key, default in DEFAULTS.items()}
         self.errors: list[str] = [
             f"{PROJECT}:{key} is not a known setting; known keys: {', '.join(sorted(DEFAULTS))}"
             for key in unknown
@@ -269,6 +296,9 @@ class _Collector:
 
     def fail(self, key: str, allowed: str) -> None:
         self.errors.append(f"{PROJECT}:{key} = {self.values[key]!r} is invalid; allowed: {allowed}")
+
+    def refuse(self, key: str, problem: str) -> None:
+        self.errors.append(f"{PROJECT}:{key} {problem}")
 
     def check(self, key: str, parse: Callable[[str], T | None], allowed: str, fallback: T) -> T:
         try:
@@ -279,6 +309,14 @@ class _Collector:
             self.fail(key, allowed)
             return fallback
         return parsed
+
+
+def _text(value: Any) -> str:
+    """A raw value as Pulumi passes it: a string; a structured value (a map set with `pulumi
+    config set --path`, or given as one in a test) arrives as its JSON."""
+    if isinstance(value, Mapping | list):
+        return json.dumps(value, sort_keys=True)
+    return str(value).strip()
 
 
 def _duration_seconds(value: str) -> int | None:
@@ -365,84 +403,295 @@ def _network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None
     return ipaddress.ip_network(value, strict=True)
 
 
-def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
-    """Validate raw config values (strings, as Pulumi stores them) into settings.
+def _dns_name(value: str) -> str | None:
+    return value if is_dns_name(value) else None
 
-    Raises one ConfigError that names every bad key, its value and what is allowed.
-    """
-    c = _Collector(raw)
 
-    cluster_name = c.check(
-        "clusterName",
-        _dns_label(CLUSTER_NAME_MAX_LENGTH),
-        f"a DNS label (lowercase letters, digits, '-') of at most {CLUSTER_NAME_MAX_LENGTH} chars",
-        "x",
+# --- extraArgs -----------------------------------------------------------------------------
+# kubeadm's escape hatch: per component, flags (name without dashes -> string value) merged over
+# the managed ones. A user value replaces the managed value of the same flag, a new flag comes
+# after the managed ones (by name). The flags below stay the program's: each names what the
+# program's PKI, wiring or security rests on. A pattern is a flag name, or a prefix ending in *.
+
+_FLAG_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+_ADMISSION_PLUGIN = "NodeRestriction"
+
+_SERVING = "the apiserver serves and trusts the certificates of the program's PKI, mounted there"
+_SERVICE_ACCOUNTS = "service-account tokens are signed and checked with the program's key pair"
+_AUTHORIZATION = "Node,RBAC authorization is what the program's RBAC objects and nodes rely on"
+_FRONT_PROXY = "aggregated APIs trust the front-proxy client certificate of the program's PKI"
+_COMPONENT_IDENTITY = (
+    "the component reaches and trusts the apiserver with the kubeconfig and CA the program "
+    "issues and mounts"
+)
+_SIGNING = "the cluster CA of the program's PKI signs and roots every certificate in the cluster"
+_PROBED = "the kubelet's probes and the program's Services reach the component there"
+_ETCD_TLS = (
+    "clients and peers authenticate each other by mutual TLS with the program's certificates"
+)
+_ETCD_MEMBERS = (
+    "members find each other and keep their data by these, derived from etcdReplicas and "
+    "the StatefulSet's volumes"
+)
+
+_TUNNEL = "the apiserver reaches its sidecar on the unix socket only, as the egress selector says"
+_AGENT_AUTH = (
+    "agents authenticate with kube-system/konnectivity-agent tokens, reviewed with the "
+    "sidecar's kubeconfig"
+)
+
+PROTECTED_FLAGS: dict[str, dict[str, str]] = {
+    "apiServerExtraArgs": {
+        "client-ca-file": _SERVING,
+        "tls-cert-file": _SERVING,
+        "tls-private-key-file": _SERVING,
+        "service-account-*": _SERVICE_ACCOUNTS,
+        "etcd-*": "the apiserver reaches its etcd members by mutual TLS with the program's "
+        "certificates",
+        "encryption-provider-config": "Secrets at rest are encrypted with the keys of "
+        "secretsEncryptionKeys",
+        "authorization-*": _AUTHORIZATION,
+        "anonymous-auth": "the kubelet's probes reach /livez and /readyz anonymously",
+        "kubelet-client-*": "the apiserver authenticates to kubelets with the program's client "
+        "certificate",
+        "requestheader-*": _FRONT_PROXY,
+        "proxy-client-*": _FRONT_PROXY,
+        "enable-bootstrap-token-auth": "nodes join with the bootstrap token the program issues",
+        "secure-port": _PROBED,
+        "service-cluster-ip-range": "it is serviceCidr, fixed once the cluster exists",
+        "egress-selector-config-file": "it is the konnectivity setting",
+        "endpoint-reconciler-type": "the program decides where kubernetes.default leads",
+        "audit-policy-file": "every request is audited (metadata only) to the container's log",
+        "audit-log-path": "every request is audited (metadata only) to the container's log",
+    },
+    "controllerManagerExtraArgs": {
+        "kubeconfig": _COMPONENT_IDENTITY,
+        "authentication-kubeconfig": _COMPONENT_IDENTITY,
+        "authorization-kubeconfig": _COMPONENT_IDENTITY,
+        "client-ca-file": _COMPONENT_IDENTITY,
+        "requestheader-*": _FRONT_PROXY,
+        "service-account-private-key-file": _SERVICE_ACCOUNTS,
+        "use-service-account-credentials": "each controller acts with its own service "
+        "account, bound to its own RBAC role",
+        "root-ca-file": _SIGNING,
+        "cluster-signing-*": _SIGNING,
+        "bind-address": _PROBED,
+        "secure-port": _PROBED,
+        "cert-dir": "the only writable directory is the pod's emptyDir",
+        "cluster-name": "it is clusterName, fixed once the cluster exists",
+        "cluster-cidr": "it is podCidr, fixed once the cluster exists",
+        "service-cluster-ip-range": "it is serviceCidr, fixed once the cluster exists",
+    },
+    "schedulerExtraArgs": {
+        "kubeconfig": _COMPONENT_IDENTITY,
+        "authentication-kubeconfig": _COMPONENT_IDENTITY,
+        "authorization-kubeconfig": _COMPONENT_IDENTITY,
+        "bind-address": _PROBED,
+        "secure-port": _PROBED,
+        "cert-dir": "the only writable directory is the pod's emptyDir",
+    },
+    "etcdExtraArgs": {
+        "cert-file": _ETCD_TLS,
+        "key-file": _ETCD_TLS,
+        "trusted-ca-file": _ETCD_TLS,
+        "client-cert-auth": _ETCD_TLS,
+        "auto-tls": _ETCD_TLS,
+        "peer-*": _ETCD_TLS,
+        "name": _ETCD_MEMBERS,
+        "data-dir": _ETCD_MEMBERS,
+        "wal-dir": _ETCD_MEMBERS,
+        "initial-cluster*": _ETCD_MEMBERS,
+        "initial-advertise-peer-urls": _ETCD_MEMBERS,
+        "advertise-client-urls": _ETCD_MEMBERS,
+        "listen-client-urls": _ETCD_MEMBERS,
+        "listen-peer-urls": _ETCD_MEMBERS,
+        "listen-metrics-urls": "the kubelet's probes reach the member there",
+    },
+    "konnectivityServerExtraArgs": {
+        "mode": _TUNNEL,
+        "uds-name": _TUNNEL,
+        "delete-existing-uds-file": _TUNNEL,
+        "server-port": _TUNNEL,
+        "server-ca-cert": _TUNNEL,
+        "server-cert": _TUNNEL,
+        "server-key": _TUNNEL,
+        "agent-port": _PROBED,
+        "admin-port": _PROBED,
+        "health-port": _PROBED,
+        "cluster-*": "agents check the apiserver's certificate of the program's PKI there",
+        "agent-namespace": _AGENT_AUTH,
+        "agent-service-account": _AGENT_AUTH,
+        "authentication-audience": _AGENT_AUTH,
+        "kubeconfig": _AGENT_AUTH,
+        "server-id": "each apiserver pod's sidecar is one server, counted by apiServerReplicas",
+        "server-count": "each apiserver pod's sidecar is one server, counted by apiServerReplicas",
+    },
+}
+
+
+def protection(key: str, name: str, value: str) -> str | None:
+    """Why `key` may not set the flag `name` to `value`; None if it may."""
+    for pattern, why in PROTECTED_FLAGS[key].items():
+        if fnmatch.fnmatchcase(name, pattern):
+            return why
+    plugins = [plugin.strip() for plugin in value.split(",")]
+    if key == "apiServerExtraArgs" and (
+        (name == "enable-admission-plugins" and _ADMISSION_PLUGIN not in plugins)
+        or (name == "disable-admission-plugins" and _ADMISSION_PLUGIN in plugins)
+    ):
+        return (
+            f"{_ADMISSION_PLUGIN} keeps each kubelet to its own Node and pods; the list may "
+            f"add plugins but must keep {_ADMISSION_PLUGIN} enabled"
+        )
+    return None
+
+
+def parse_extra_args(c: Collector, key: str) -> ExtraArgs:
+    """`key`'s flags: a JSON object of flag names to string values (empty: none), every flag
+    name well-formed and none protected."""
+    if not c.values[key]:
+        return ()
+    try:
+        document = json.loads(c.values[key])
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        c.fail(
+            key,
+            "empty, or a JSON object of flag names to string values, as kubeadm's extraArgs, "
+            'such as {"v": "2"}',
+        )
+        return ()
+    flags: list[tuple[str, str]] = []
+    for name, value in sorted(document.items()):
+        if not _FLAG_NAME.match(name):
+            c.refuse(
+                key,
+                f"flag {name!r} is invalid; allowed: a flag name without leading dashes, of "
+                "lowercase letters, digits and '-', such as audit-log-maxage",
+            )
+        elif not isinstance(value, str):
+            c.refuse(
+                key,
+                f"flag {name!r} = {json.dumps(value)} is invalid; allowed: a string, such as "
+                '"2" (quote numbers and booleans)',
+            )
+        elif (why := protection(key, name, value)) is not None:
+            c.refuse(key, f"cannot set --{name}={value}, a flag the program manages: {why}")
+        else:
+            flags.append((name, value))
+    return tuple(flags)
+
+
+def with_extra_args(command: list[str], extra_args: ExtraArgs) -> list[str]:
+    """`command` (the binary, then --name=value flags) with `extra_args` merged in: a flag
+    already there takes the extra value in its place, the others follow in name order."""
+    extra = dict(extra_args)
+    merged = []
+    for arg in command:
+        name, has_value, _ = arg.removeprefix("--").partition("=")
+        if arg.startswith("--") and has_value and name in extra:
+            arg = f"--{name}={extra.pop(name)}"
+        merged.append(arg)
+    return merged + [f"--{name}={value}" for name, value in sorted(extra.items())]
+
+
+# --- the sections ---------------------------------------------------------------------------
+# One small parser per section of the config, each returning its frozen dataclass. A parser
+# records every problem in the collector and carries on with a fallback value, so one run
+# names every bad key; `parse_settings` raises before anything uses the fallbacks. A section's
+# field names are ControlPlaneSettings' own: the settings are the sections laid side by side.
+
+
+@dataclass(frozen=True)
+class IdentitySection:
+    """Where the control plane lives: what names every object, and the namespace's cluster."""
+
+    cluster_name: str
+    namespace: str
+    infra_cluster_domain: str
+
+
+def parse_identity(c: Collector) -> IdentitySection:
+    return IdentitySection(
+        cluster_name=c.check(
+            "clusterName",
+            _dns_label(CLUSTER_NAME_MAX_LENGTH),
+            "a DNS label (lowercase letters, digits, '-') of at most "
+            f"{CLUSTER_NAME_MAX_LENGTH} chars",
+            "x",
+        ),
+        namespace=c.check("namespace", _dns_label(63), "a DNS label of at most 63 characters", "x"),
+        infra_cluster_domain=c.check(
+            "infraClusterDomain",
+            _dns_name,
+            "the infrastructure cluster's DNS domain, such as cluster.local",
+            "x",
+        ),
     )
-    namespace = c.check("namespace", _dns_label(63), "a DNS label of at most 63 characters", "x")
-    api_host = c.check(
-        "apiHost",
-        lambda value: value if is_dns_name(value) or is_ip(value) else None,
-        "a DNS name such as api.example.com (lowercase, no scheme, port or wildcard) or an IP",
-        "x",
-    )
-    api_proxy_image = c.check(
-        "apiProxyImage",
-        _empty_or(lambda value: bool(_IMAGE.match(value)) and _has_tag_or_digest(value)),
-        "empty (HAProxy from imageRegistry when that is a mirror, else from Docker Hub) or an "
-        "image reference with a tag or digest, such as haproxy:3.2-alpine",
-        "x",
-    )
+
+
+@dataclass(frozen=True)
+class ImageSection:
+    """The release and where every image comes from."""
+
+    release: KubernetesRelease
+    image_registry: str
+    # Digests pinned per image of REGISTRY_IMAGES (name -> "sha256:..."); the tag stays readable.
+    image_digests: tuple[tuple[str, str], ...]
+    api_proxy_image: str
+
+
+def parse_images(c: Collector) -> ImageSection:
     release = c.check(
         "kubernetesVersion",
         find_release,
         "one of " + ", ".join(supported_versions()) + " (or another patch of those minors)",
         DEFAULT_RELEASE,
     )
-    mode = c.check(
-        "exposure",
-        ExposureMode,
-        " | ".join(member.value for member in ExposureMode),
-        ExposureMode.INGRESS,
+    registry = c.check(
+        "imageRegistry",
+        lambda value: value if _REGISTRY.match(value) else None,
+        "a registry host with optional port and path, without tag or scheme",
+        "x",
     )
-    ingress_class_name = c.check(
-        "ingressClassName", _dns_label(63), "an IngressClass name (a DNS label)", "x"
+    no_digests: tuple[tuple[str, str], ...] = ()
+    digests = c.check(
+        "imageDigests",
+        _image_digests,
+        "empty or comma-separated name=sha256:<64 hex digits> pairs, names among "
+        + ", ".join(REGISTRY_IMAGES),
+        no_digests,
     )
-    load_balancer_ip = c.check(
-        "loadBalancerIP",
-        _empty_or(is_ip),
-        "empty (the load balancer picks) or an IPv4/IPv6 address",
-        "",
+    proxy_image = c.check(
+        "apiProxyImage",
+        _empty_or(lambda value: bool(_IMAGE.match(value)) and _has_tag_or_digest(value)),
+        "empty (HAProxy from imageRegistry when that is a mirror, else from Docker Hub) or an "
+        "image reference with a tag or digest, such as haproxy:3.2-alpine",
+        "x",
     )
-    low, high = NODE_PORT_RANGE
-    node_port = c.check(
-        "nodePort",
-        lambda value: int(value) if low <= int(value) <= high else None,
-        f"an integer from {low} to {high} (the default NodePort range)",
-        low,
-    )
+    if not proxy_image:
+        proxy_image = (
+            PUBLIC_API_PROXY_IMAGE
+            if registry == DEFAULT_IMAGE_REGISTRY
+            else f"{registry}/{API_PROXY_IMAGE_NAME}:{API_PROXY_IMAGE_TAG}"
+        )
+    return ImageSection(release, registry, digests, proxy_image)
 
-    def replicas(key: str) -> int:
-        return c.check(key, _positive_int, "a whole number of at least 1", 1)
 
-    api_server_replicas = replicas("apiServerReplicas")
-    controller_manager_replicas = replicas("controllerManagerReplicas")
-    scheduler_replicas = replicas("schedulerReplicas")
-    etcd_replicas = c.check(
-        "etcdReplicas",
-        lambda value: int(value) if int(value) in ETCD_MEMBER_COUNTS else None,
-        " or ".join(str(n) for n in ETCD_MEMBER_COUNTS)
-        + " (etcd needs an odd member count for quorum)",
-        1,
-    )
-    storage_size = c.check(
-        "etcdStorageSize", _quantity, "a positive Kubernetes quantity such as 4Gi", "1Gi"
-    )
-    storage_class = c.check(
-        "etcdStorageClass",
-        _empty_or(is_dns_name),
-        "empty (the cluster's default StorageClass) or a StorageClass name",
-        "",
-    )
+@dataclass(frozen=True)
+class NetworkSection:
+    """The tenant's address ranges and DNS domain, and the node-local proxy's address."""
+
+    service_cidr: str
+    pod_cidr: str
+    cluster_domain: str
+    # The address the API proxy behind `kubernetes.default` (ingress exposure) listens at on
+    # every node: the Service's endpoint.
+    api_proxy_address: str
+
+
+def parse_network(c: Collector) -> NetworkSection:
     service_cidr = c.check(
         "serviceCidr", _network, "a CIDR such as 10.96.0.0/12 (host bits zero)", None
     )
@@ -452,7 +701,7 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
     pod_cidr = c.check("podCidr", _network, "a CIDR such as 10.244.0.0/16 (host bits zero)", None)
     if service_cidr is not None and pod_cidr is not None and service_cidr.overlaps(pod_cidr):
         c.fail("podCidr", f"a range that does not overlap serviceCidr {service_cidr}")
-    api_proxy_address = c.check(
+    proxy_address = c.check(
         "apiProxyAddress",
         _endpoint_ip,
         "an IP address that is not unspecified, loopback, link-local or multicast (Kubernetes "
@@ -460,100 +709,69 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
         "",
     )
     for key, network in (("serviceCidr", service_cidr), ("podCidr", pod_cidr)):
-        if api_proxy_address and network and ipaddress.ip_address(api_proxy_address) in network:
+        if proxy_address and network and ipaddress.ip_address(proxy_address) in network:
             c.fail("apiProxyAddress", f"an address outside {key} {network}")
-    cluster_domain = c.check(
-        "clusterDomain",
-        lambda value: value if is_dns_name(value) else None,
-        "a DNS domain such as cluster.local",
+    return NetworkSection(
+        service_cidr=str(service_cidr or ""),
+        pod_cidr=str(pod_cidr or ""),
+        cluster_domain=c.check(
+            "clusterDomain", _dns_name, "a DNS domain such as cluster.local", "x"
+        ),
+        api_proxy_address=proxy_address,
+    )
+
+
+@dataclass(frozen=True)
+class ExposureSection:
+    """How clients outside reach the API, and where the tenant's nodes reach it."""
+
+    exposure: ExposureSettings
+    # The IP and port that nodes reach the API at, which `kubernetes.default` points to with
+    # nodePort and loadBalancer exposure; None with ingress (SNI routing needs a host name).
+    node_api_address: str | None
+    node_api_port: int
+
+
+def parse_exposure(c: Collector) -> ExposureSection:
+    mode = c.check(
+        "exposure",
+        ExposureMode,
+        " | ".join(member.value for member in ExposureMode),
+        ExposureMode.INGRESS,
+    )
+    host = c.check(
+        "apiHost",
+        lambda value: value if is_dns_name(value) or is_ip(value) else None,
+        "a DNS name such as api.example.com (lowercase, no scheme, port or wildcard) or an IP",
         "x",
     )
-    infra_cluster_domain = c.check(
-        "infraClusterDomain",
-        lambda value: value if is_dns_name(value) else None,
-        "the infrastructure cluster's DNS domain, such as cluster.local",
-        "x",
-    )
-    image_registry = c.check(
-        "imageRegistry",
-        lambda value: value if _REGISTRY.match(value) else None,
-        "a registry host with optional port and path, without tag or scheme",
-        "x",
-    )
-
-    no_digests: tuple[tuple[str, str], ...] = ()
-    image_digests = c.check(
-        "imageDigests",
-        _image_digests,
-        "empty or comma-separated name=sha256:<64 hex digits> pairs, names among "
-        + ", ".join(REGISTRY_IMAGES),
-        no_digests,
-    )
-    if not api_proxy_image:
-        api_proxy_image = (
-            PUBLIC_API_PROXY_IMAGE
-            if image_registry == DEFAULT_IMAGE_REGISTRY
-            else f"{image_registry}/{API_PROXY_IMAGE_NAME}:{API_PROXY_IMAGE_TAG}"
-        )
-
-    def requests(component: str) -> ResourceRequests:
-        cpu = c.check(
-            f"{component}CpuRequest", _quantity, "a positive CPU quantity such as 250m", "1"
-        )
-        memory = c.check(
-            f"{component}MemoryRequest",
-            _quantity,
-            "a positive memory quantity such as 256Mi",
-            "1",
-        )
-        return ResourceRequests(cpu=cpu, memory=memory)
-
-    def boolean(key: str) -> bool:
-        return c.check(
-            key,
-            lambda value: {"true": True, "false": False}.get(value.lower()),
-            "true or false",
-            False,
-        )
-
-    if mode is ExposureMode.INGRESS and is_ip(api_host):
+    if mode is ExposureMode.INGRESS and is_ip(host):
         c.fail(
             "apiHost",
             "a DNS name when exposure is ingress: the ingress routes TLS by server name, and "
             "clients send none for an IP",
         )
-    konnectivity = boolean("konnectivity")
-    if konnectivity and mode is ExposureMode.INGRESS:
-        c.fail(
-            "konnectivity",
-            "false with exposure ingress (SNI passthrough routes port 443 only); use "
-            "loadBalancer or nodePort for konnectivity",
+    low, high = NODE_PORT_RANGE
+    exposure = ExposureSettings(
+        mode=mode,
+        host=host,
+        ingress_class_name=c.check(
+            "ingressClassName", _dns_label(63), "an IngressClass name (a DNS label)", "x"
+        ),
+        load_balancer_ip=c.check(
+            "loadBalancerIP",
+            _empty_or(is_ip),
+            "empty (the load balancer picks) or an IPv4/IPv6 address",
+            "",
         )
-    konnectivity_node_port = c.check(
-        "konnectivityNodePort",
-        lambda value: int(value) if low <= int(value) <= high and int(value) != node_port else None,
-        f"an integer from {low} to {high}, other than nodePort",
-        low,
+        or None,
+        node_port=c.check(
+            "nodePort",
+            lambda value: int(value) if low <= int(value) <= high else None,
+            f"an integer from {low} to {high} (the default NodePort range)",
+            low,
+        ),
     )
-    core_dns = boolean("coreDns")
-    kube_proxy = boolean("kubeProxy")
-    admin_access = boolean("adminAccess")
-    first_key: tuple[str, ...] = ("key1",)
-    encryption_keys = c.check(
-        "secretsEncryptionKeys",
-        _key_names,
-        "one or more distinct key names (lowercase letters, digits, '-'; at most 20 characters), "
-        "comma-separated, the one that writes first, such as key1 or key2,key1",
-        first_key,
-    )
-    token_ttl = c.check(
-        "bootstrapTokenTtl",
-        _duration_seconds,
-        "a duration such as 24h, 1h30m or 90s (hours, minutes, seconds), or 0 for tokens that "
-        "never expire",
-        0,
-    )
-
     advertise = c.check(
         "apiAdvertiseAddress",
         _empty_or(is_ip),
@@ -561,11 +779,11 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
         "",
     )
     node_api_address = None
-    if mode in (ExposureMode.NODE_PORT, ExposureMode.LOAD_BALANCER):
+    if mode is not ExposureMode.INGRESS:
         node_api_address = (
             advertise
-            or (load_balancer_ip if mode is ExposureMode.LOAD_BALANCER else "")
-            or (api_host if is_ip(api_host) else "")
+            or (exposure.load_balancer_ip if mode is ExposureMode.LOAD_BALANCER else "")
+            or (host if is_ip(host) else "")
             or None
         )
         if node_api_address is None:
@@ -574,86 +792,268 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
                 f"an IP when exposure is {mode} and apiHost is a DNS name: in-cluster clients "
                 "reach kubernetes.default through it",
             )
+    # Nodes dial the API at the port clients outside do.
+    return ExposureSection(exposure, node_api_address, node_api_port=exposure.port)
 
-    validity_hours = c.check(
-        "certificateValidityHours", _positive_int, "a whole number of hours of at least 1", 1
-    )
-    renewal_hours = c.check(
-        "certificateRenewalHours",
-        lambda value: int(value) if 0 <= int(value) <= validity_hours else None,
-        f"a whole number of hours from 0 to certificateValidityHours ({validity_hours})",
-        0,
+
+@dataclass(frozen=True)
+class EtcdSection:
+    etcd_replicas: int
+    etcd_storage_size: str
+    etcd_storage_class: str | None
+    etcd_resources: ResourceRequests
+    etcd_extra_args: ExtraArgs
+
+
+def parse_etcd(c: Collector) -> EtcdSection:
+    return EtcdSection(
+        etcd_replicas=c.check(
+            "etcdReplicas",
+            lambda value: int(value) if int(value) in ETCD_MEMBER_COUNTS else None,
+            " or ".join(str(n) for n in ETCD_MEMBER_COUNTS)
+            + " (etcd needs an odd member count for quorum)",
+            1,
+        ),
+        etcd_storage_size=c.check(
+            "etcdStorageSize", _quantity, "a positive Kubernetes quantity such as 4Gi", "1Gi"
+        ),
+        etcd_storage_class=c.check(
+            "etcdStorageClass",
+            _empty_or(is_dns_name),
+            "empty (the cluster's default StorageClass) or a StorageClass name",
+            "",
+        )
+        or None,
+        etcd_resources=_requests(c, "etcd"),
+        etcd_extra_args=parse_extra_args(c, "etcdExtraArgs"),
     )
 
+
+@dataclass(frozen=True)
+class ApiServerSection:
+    api_server_replicas: int
+    api_server_resources: ResourceRequests
+    # Names of the keys that encrypt Secrets at rest: the first writes, every one reads.
+    encryption_keys: tuple[str, ...]
+    api_server_extra_args: ExtraArgs
+
+
+def parse_api_server(c: Collector) -> ApiServerSection:
+    first_key: tuple[str, ...] = ("key1",)
+    return ApiServerSection(
+        api_server_replicas=_replicas(c, "apiServerReplicas"),
+        api_server_resources=_requests(c, "apiServer"),
+        encryption_keys=c.check(
+            "secretsEncryptionKeys",
+            _key_names,
+            "one or more distinct key names (lowercase letters, digits, '-'; at most 20 "
+            "characters), comma-separated, the one that writes first, such as key1 or key2,key1",
+            first_key,
+        ),
+        api_server_extra_args=parse_extra_args(c, "apiServerExtraArgs"),
+    )
+
+
+@dataclass(frozen=True)
+class ControllerManagerSection:
+    controller_manager_replicas: int
+    controller_manager_resources: ResourceRequests
+    controller_manager_extra_args: ExtraArgs
+
+
+def parse_controller_manager(c: Collector) -> ControllerManagerSection:
+    return ControllerManagerSection(
+        controller_manager_replicas=_replicas(c, "controllerManagerReplicas"),
+        controller_manager_resources=_requests(c, "controllerManager"),
+        controller_manager_extra_args=parse_extra_args(c, "controllerManagerExtraArgs"),
+    )
+
+
+@dataclass(frozen=True)
+class SchedulerSection:
+    scheduler_replicas: int
+    scheduler_resources: ResourceRequests
+    scheduler_extra_args: ExtraArgs
+
+
+def parse_scheduler(c: Collector) -> SchedulerSection:
+    return SchedulerSection(
+        scheduler_replicas=_replicas(c, "schedulerReplicas"),
+        scheduler_resources=_requests(c, "scheduler"),
+        scheduler_extra_args=parse_extra_args(c, "schedulerExtraArgs"),
+    )
+
+
+@dataclass(frozen=True)
+class NetworkPolicySection:
+    """Where the apiservers may open connections beyond etcd and DNS (the tenant's nodes,
+    webhooks), and who reaches them with ingress exposure besides the node."""
+
+    api_server_egress_cidrs: tuple[str, ...]
+    ingress_controller_namespaces: tuple[str, ...]
+    ingress_controller_cidrs: tuple[str, ...]
+
+
+def parse_network_policies(c: Collector) -> NetworkPolicySection:
     none: tuple[str, ...] = ()
     cidr_list = (
         "empty or distinct comma-separated CIDRs with host bits zero, such as "
         "10.250.0.0/24,192.0.2.10/32"
     )
-    api_server_egress_cidrs = c.check("apiServerEgressCidrs", _list_of(_cidr), cidr_list, none)
-    ingress_controller_namespaces = c.check(
-        "ingressControllerNamespaces",
-        _list_of(_dns_label(63)),
-        "empty or distinct comma-separated namespace names, such as ingress-nginx",
-        none,
+    return NetworkPolicySection(
+        api_server_egress_cidrs=c.check("apiServerEgressCidrs", _list_of(_cidr), cidr_list, none),
+        ingress_controller_namespaces=c.check(
+            "ingressControllerNamespaces",
+            _list_of(_dns_label(63)),
+            "empty or distinct comma-separated namespace names, such as ingress-nginx",
+            none,
+        ),
+        ingress_controller_cidrs=c.check(
+            "ingressControllerCidrs", _list_of(_cidr), cidr_list, none
+        ),
     )
-    ingress_controller_cidrs = c.check("ingressControllerCidrs", _list_of(_cidr), cidr_list, none)
 
-    etcd_resources = requests("etcd")
-    api_server_resources = requests("apiServer")
-    controller_manager_resources = requests("controllerManager")
-    scheduler_resources = requests("scheduler")
 
+@dataclass(frozen=True)
+class PkiSection:
+    """Leaf certificates (CAs live 10 years): lifetime, and the window before the end in which
+    a `pulumi up` issues a new one. A window as long as the lifetime makes every leaf due."""
+
+    certificate_validity_hours: int
+    certificate_renewal_hours: int
+
+
+def parse_pki(c: Collector) -> PkiSection:
+    validity = c.check(
+        "certificateValidityHours", _positive_int, "a whole number of hours of at least 1", 1
+    )
+    renewal = c.check(
+        "certificateRenewalHours",
+        lambda value: int(value) if 0 <= int(value) <= validity else None,
+        f"a whole number of hours from 0 to certificateValidityHours ({validity})",
+        0,
+    )
+    return PkiSection(validity, renewal)
+
+
+@dataclass(frozen=True)
+class AddOnSection:
+    """What runs inside the tenant cluster besides node joining, and Konnectivity."""
+
+    core_dns: bool
+    kube_proxy: bool
+    # The `kubeconfig` output's identity is bound to cluster-admin; false revokes it.
+    admin_access: bool
+    konnectivity: bool
+    konnectivity_node_port: int  # where agents reach the proxy-server with nodePort exposure
+    konnectivity_server_extra_args: ExtraArgs
+
+
+def parse_add_ons(c: Collector, exposure: ExposureSettings) -> AddOnSection:
+    konnectivity = _boolean(c, "konnectivity")
+    if konnectivity and exposure.mode is ExposureMode.INGRESS:
+        c.fail(
+            "konnectivity",
+            "false with exposure ingress (SNI passthrough routes port 443 only); use "
+            "loadBalancer or nodePort for konnectivity",
+        )
+    low, high = NODE_PORT_RANGE
+    node_port = c.check(
+        "konnectivityNodePort",
+        lambda value: (
+            int(value) if low <= int(value) <= high and int(value) != exposure.node_port else None
+        ),
+        f"an integer from {low} to {high}, other than nodePort",
+        low,
+    )
+    server_extra_args = parse_extra_args(c, "konnectivityServerExtraArgs")
+    if server_extra_args and not konnectivity:
+        c.fail("konnectivityServerExtraArgs", "empty while konnectivity is false")
+    return AddOnSection(
+        core_dns=_boolean(c, "coreDns"),
+        kube_proxy=_boolean(c, "kubeProxy"),
+        admin_access=_boolean(c, "adminAccess"),
+        konnectivity=konnectivity,
+        konnectivity_node_port=node_port,
+        konnectivity_server_extra_args=server_extra_args,
+    )
+
+
+@dataclass(frozen=True)
+class WorkerSection:
+    """How nodes join: lifetime of a bootstrap token (kubeadm's --ttl); 0: never expires."""
+
+    bootstrap_token_ttl_seconds: int
+
+
+def parse_workers(c: Collector) -> WorkerSection:
+    return WorkerSection(
+        c.check(
+            "bootstrapTokenTtl",
+            _duration_seconds,
+            "a duration such as 24h, 1h30m or 90s (hours, minutes, seconds), or 0 for tokens "
+            "that never expire",
+            0,
+        )
+    )
+
+
+def _replicas(c: Collector, key: str) -> int:
+    return c.check(key, _positive_int, "a whole number of at least 1", 1)
+
+
+def _requests(c: Collector, component: str) -> ResourceRequests:
+    return ResourceRequests(
+        cpu=c.check(
+            f"{component}CpuRequest", _quantity, "a positive CPU quantity such as 250m", "1"
+        ),
+        memory=c.check(
+            f"{component}MemoryRequest", _quantity, "a positive memory quantity such as 256Mi", "1"
+        ),
+    )
+
+
+def _boolean(c: Collector, key: str) -> bool:
+    return c.check(
+        key, lambda value: {"true": True, "false": False}.get(value.lower()), "true or false", False
+    )
+
+
+def settings_of(*sections: DataclassInstance) -> ControlPlaneSettings:
+    """The settings with the fields of every section; each field comes from exactly one."""
+    values: dict[str, Any] = {}
+    for section in sections:
+        for field in fields(section):
+            if field.name in values:
+                raise TypeError(f"{field.name} is in two sections")
+            values[field.name] = getattr(section, field.name)
+    return ControlPlaneSettings(**values)
+
+
+def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
+    """Validate raw config values (strings, as Pulumi stores them) into settings.
+
+    Raises one ConfigError that names every bad key, its value and what is allowed.
+    """
+    c = Collector(raw)
+    exposure = parse_exposure(c)
+    sections = (
+        parse_identity(c),
+        parse_images(c),
+        parse_network(c),
+        exposure,
+        parse_etcd(c),
+        parse_api_server(c),
+        parse_controller_manager(c),
+        parse_scheduler(c),
+        parse_network_policies(c),
+        parse_pki(c),
+        parse_add_ons(c, exposure.exposure),
+        parse_workers(c),
+    )
     if c.errors:
         raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(c.errors))
-
-    assert service_cidr is not None and pod_cidr is not None
-    exposure = ExposureSettings(
-        mode=mode,
-        host=api_host,
-        ingress_class_name=ingress_class_name,
-        load_balancer_ip=load_balancer_ip or None,
-        node_port=node_port,
-    )
-    return ControlPlaneSettings(
-        cluster_name=cluster_name,
-        namespace=namespace,
-        release=release,
-        exposure=exposure,
-        api_server_replicas=api_server_replicas,
-        controller_manager_replicas=controller_manager_replicas,
-        scheduler_replicas=scheduler_replicas,
-        etcd_replicas=etcd_replicas,
-        etcd_storage_size=storage_size,
-        etcd_storage_class=storage_class or None,
-        service_cidr=str(service_cidr),
-        pod_cidr=str(pod_cidr),
-        cluster_domain=cluster_domain,
-        infra_cluster_domain=infra_cluster_domain,
-        image_registry=image_registry,
-        image_digests=image_digests,
-        etcd_resources=etcd_resources,
-        api_server_resources=api_server_resources,
-        controller_manager_resources=controller_manager_resources,
-        scheduler_resources=scheduler_resources,
-        node_api_address=node_api_address,
-        # Nodes dial the API at the port clients outside do.
-        node_api_port=exposure.port,
-        api_proxy_image=api_proxy_image,
-        api_proxy_address=api_proxy_address,
-        bootstrap_token_ttl_seconds=token_ttl,
-        core_dns=core_dns,
-        kube_proxy=kube_proxy,
-        admin_access=admin_access,
-        encryption_keys=encryption_keys,
-        konnectivity=konnectivity,
-        konnectivity_node_port=konnectivity_node_port,
-        certificate_validity_hours=validity_hours,
-        certificate_renewal_hours=renewal_hours,
-        api_server_egress_cidrs=api_server_egress_cidrs,
-        ingress_controller_namespaces=ingress_controller_namespaces,
-        ingress_controller_cidrs=ingress_controller_cidrs,
-    )
+    return settings_of(*sections)
 
 
 def load_settings() -> tuple[ControlPlaneSettings, InfraProviderSettings]:

@@ -25,7 +25,7 @@ from components.common.podspec import (
     secret_volume,
     spread_over_nodes,
 )
-from components.config import ControlPlaneSettings
+from components.config import ControlPlaneSettings, with_extra_args
 from components.host.certs import ETCD_CA, ETCD_PEER, ETCD_SERVER, Pki
 from components.host.workload import disruption_budget, rolled_on_change, secret_of_files
 
@@ -73,13 +73,13 @@ def etcd_data_dir(generation: str = f"$({DATA_GENERATION_ENV})") -> str:
 
 def etcd_command(settings: ControlPlaneSettings, names: ObjectNames) -> list[str]:
     """etcd's flags; $(POD_NAME) and $(DATA_GENERATION) are expanded by the kubelet from the
-    pod's env."""
+    pod's env. etcdExtraArgs are merged over the managed flags."""
     own_fqdn = names.etcd_member_fqdn("$(POD_NAME)")
     initial_cluster = ",".join(
         f"{member}=https://{names.etcd_member_fqdn(member)}:{PEER_PORT}"
         for member in names.etcd_members(settings.etcd_replicas)
     )
-    return [
+    managed = [
         "etcd",
         "--name=$(POD_NAME)",
         f"--data-dir={etcd_data_dir()}",
@@ -103,6 +103,7 @@ def etcd_command(settings: ControlPlaneSettings, names: ObjectNames) -> list[str
         f"--listen-metrics-urls=http://0.0.0.0:{HEALTH_PORT}",
         "--feature-gates=InitialCorruptCheck=true",
     ]
+    return with_extra_args(managed, settings.etcd_extra_args)
 
 
 def etcd_statefulset_spec(

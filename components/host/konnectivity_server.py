@@ -61,7 +61,7 @@ from components.common.podspec import (
     pod_env_from_field,
     resources,
 )
-from components.config import ControlPlaneSettings, ExposureMode
+from components.config import ControlPlaneSettings, ExposureMode, with_extra_args
 from components.host.certs import KONNECTIVITY_SERVER_CLIENT
 
 # --- ports, paths and names ----------------------------------------------------------------
@@ -144,7 +144,8 @@ def server_kubeconfig(ca_cert_pem: str, client_cert_pem: str, client_key_pem: st
 
 
 def konnectivity_server_args(settings: ControlPlaneSettings) -> list[str]:
-    return [
+    """The managed flags, then konnectivityServerExtraArgs merged over them."""
+    managed = [
         "--mode=grpc",
         # The apiserver reaches it on the socket only; no TCP frontend.
         f"--uds-name={SOCKET_PATH}",
@@ -167,6 +168,7 @@ def konnectivity_server_args(settings: ControlPlaneSettings) -> list[str]:
         # Kubelet traffic to a node goes through that node's agent when it has one.
         "--proxy-strategies=destHost,default",
     ]
+    return with_extra_args(managed, settings.konnectivity_server_extra_args)
 
 
 def konnectivity_server_container(settings: ControlPlaneSettings) -> Manifest:

@@ -28,7 +28,7 @@ from components.common.podspec import (
     resources,
     secret_volume,
 )
-from components.config import ControlPlaneSettings
+from components.config import ControlPlaneSettings, with_extra_args
 from components.host.certs import (
     CLUSTER_CA,
     ETCD_CA,
@@ -131,8 +131,9 @@ SHUTDOWN_DELAY_SECONDS = 15
 
 
 def api_server_command(settings: ControlPlaneSettings, names: ObjectNames) -> list[str]:
+    """The managed flags, then apiServerExtraArgs merged over them."""
     pki = PKI_DIR
-    return [
+    managed = [
         "kube-apiserver",
         "--advertise-address=$(POD_IP)",
         f"--secure-port={SECURE_PORT}",
@@ -178,6 +179,7 @@ def api_server_command(settings: ControlPlaneSettings, names: ObjectNames) -> li
         # kubernetes.default leads.
         "--endpoint-reconciler-type=none",
     ]
+    return with_extra_args(managed, settings.api_server_extra_args)
 
 
 def api_server_deployment_spec(settings: ControlPlaneSettings, names: ObjectNames) -> Manifest:

@@ -21,7 +21,7 @@ from components.common.podspec import (
     resources,
     secret_volume,
 )
-from components.config import ControlPlaneSettings
+from components.config import ControlPlaneSettings, with_extra_args
 from components.host.certs import CLUSTER_CA, FRONT_PROXY_CA, Pki
 from components.host.workload import (
     disruption_budget,
@@ -45,8 +45,9 @@ def controller_manager_secret_name(names: ObjectNames) -> str:
 
 
 def controller_manager_command(settings: ControlPlaneSettings, names: ObjectNames) -> list[str]:
+    """The managed flags, then controllerManagerExtraArgs merged over them."""
     kubeconfig = f"{CONFIG_DIR}/kubeconfig"
-    return [
+    managed = [
         "kube-controller-manager",
         f"--kubeconfig={kubeconfig}",
         f"--authentication-kubeconfig={kubeconfig}",
@@ -71,6 +72,7 @@ def controller_manager_command(settings: ControlPlaneSettings, names: ObjectName
         f"--service-cluster-ip-range={settings.service_cidr}",
         "--profiling=false",
     ]
+    return with_extra_args(managed, settings.controller_manager_extra_args)
 
 
 def controller_manager_deployment_spec(

@@ -17,7 +17,7 @@ from components.common.podspec import (
     resources,
     secret_volume,
 )
-from components.config import ControlPlaneSettings
+from components.config import ControlPlaneSettings, ExtraArgs, with_extra_args
 from components.host.certs import Pki
 from components.host.workload import (
     disruption_budget,
@@ -40,9 +40,10 @@ def scheduler_secret_name(names: ObjectNames) -> str:
     return f"{names.scheduler}-config"
 
 
-def scheduler_command() -> list[str]:
+def scheduler_command(extra_args: ExtraArgs = ()) -> list[str]:
+    """The managed flags, then schedulerExtraArgs merged over them."""
     kubeconfig = f"{CONFIG_DIR}/kubeconfig"
-    return [
+    managed = [
         "kube-scheduler",
         f"--kubeconfig={kubeconfig}",
         f"--authentication-kubeconfig={kubeconfig}",
@@ -54,6 +55,7 @@ def scheduler_command() -> list[str]:
         "--leader-elect=true",
         "--profiling=false",
     ]
+    return with_extra_args(managed, extra_args)
 
 
 def scheduler_deployment_spec(settings: ControlPlaneSettings, names: ObjectNames) -> Manifest:
@@ -61,7 +63,7 @@ def scheduler_deployment_spec(settings: ControlPlaneSettings, names: ObjectNames
         "name": "kube-scheduler",
         "image": settings.image("kube-scheduler"),
         "imagePullPolicy": "IfNotPresent",
-        "command": scheduler_command(),
+        "command": scheduler_command(settings.scheduler_extra_args),
         "ports": [{"name": "https", "containerPort": SECURE_PORT}],
         "resources": resources(
             settings.scheduler_resources.cpu, settings.scheduler_resources.memory
