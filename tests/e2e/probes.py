@@ -37,7 +37,14 @@ class Reach(enum.Enum):
     ANSWERED = "answered"  # the listener spoke (HTTP, TLS)
 
 
-BLOCKED_SIGNS = ("connection refused", "i/o timeout", "deadline exceeded", "Client.Timeout")
+# kubectl words a refused dial "The connection to the server HOST:PORT was refused".
+BLOCKED_SIGNS = (
+    "connection refused",
+    "was refused",
+    "i/o timeout",
+    "deadline exceeded",
+    "Client.Timeout",
+)
 
 
 def classify(output: str) -> Reach:
@@ -148,6 +155,9 @@ def probe(
     request = [
         "/usr/local/bin/kubectl",
         f"--server={target}",
+        # Some credential: without one, kubectl asks for a user name on stdin (and fails on
+        # EOF) before it dials an https server at all.
+        "--token=probe",
         "--insecure-skip-tls-verify",
         f"--request-timeout={TIMEOUT_SECONDS}s",
         "get",

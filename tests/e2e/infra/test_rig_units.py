@@ -271,6 +271,9 @@ def test_a_probe_tells_a_blocked_connection_from_a_reached_port() -> None:
     assert classify(webhook) is Reach.BLOCKED
     rejected = "dial tcp 10.244.0.9:8443: connect: connection refused"
     assert classify(rejected) is Reach.BLOCKED
+    kubectl_refused = "The connection to the server 10.244.0.9:2379 was refused - did you specify"
+    assert classify(kubectl_refused) is Reach.BLOCKED
+    assert classify("error: You must be logged in to the server (Unauthorized)") is Reach.ANSWERED
     assert classify("Unable to connect to the server: remote error: tls: certificate required") is (
         Reach.ANSWERED
     )
