@@ -16,7 +16,7 @@ from components.apiserver import (
 from components.config import ControlPlaneSettings, parse_settings
 from components.controller_manager import controller_manager_command
 from components.etcd import etcd_command, etcd_statefulset_spec
-from components.exposure import PASSTHROUGH_ANNOTATIONS, external_service_spec, ingress_spec
+from components.exposure import external_service_spec, ingress_spec
 from components.kubeconfig import build_kubeconfig
 from components.names import ObjectNames
 from components.podspec import pod_disruption_budget_spec
@@ -174,7 +174,6 @@ def test_ingress_exposure_uses_tls_passthrough() -> None:
         "name": "red-apiserver",
         "port": {"number": 6443},
     }
-    assert PASSTHROUGH_ANNOTATIONS["nginx.ingress.kubernetes.io/ssl-passthrough"] == "true"
 
 
 def test_service_exposures() -> None:
