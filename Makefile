@@ -31,8 +31,9 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy components __main__.py tests benchmarks
 
+## unit: tests/unit and the e2e suite's pure modules (pyproject.toml's testpaths); no rig needed
 unit: setup
-	$(PYTHON) -m pytest tests/unit -q
+	$(PYTHON) -m pytest -q
 
 ## e2e: a real infrastructure cluster from Kubernetes binaries, the program deployed onto it
 e2e: setup e2e-deps binaries engine images
