@@ -332,27 +332,3 @@ def test_preview_and_up_of_the_same_program_change_nothing(tenant: Tenant) -> No
     again = tenant.stack.up()
     assert again.changed == {}, again.changes
     assert generations(infra) == before
-
-
-def test_memory_of_the_tenant_control_plane(tenant: Tenant) -> None:
-    infra = tenant.infra
-
-    def usage() -> dict[str, int] | None:
-        summary = json.loads(
-            infra.kubectl(
-                "get", "--raw", f"/api/v1/nodes/{infra.node_name}/proxy/stats/summary"
-            ).stdout
-        )
-        found = {
-            pod["podRef"]["name"]: pod.get("memory", {}).get("workingSetBytes", 0)
-            for pod in summary["pods"]
-            if pod["podRef"]["namespace"] == infra.namespace
-        }
-        # The kubelet reports a new pod's memory only after its first stats pass.
-        return found if len(found) == 9 and all(found.values()) else None
-
-    found = wait_for("memory figures of all 9 tenant pods", usage, timeout=90, interval=5)
-    FIGURES["tenant pods working set (MiB)"] = {
-        name: round(value / 2**20, 1) for name, value in sorted(found.items())
-    }
-    FIGURES["tenant pods working set total (MiB)"] = round(sum(found.values()) / 2**20, 1)
