@@ -11,7 +11,7 @@ CACHE := $(K8S_ON_K8S_CACHE)/$(K8S_VERSION)
 # What the rig (tests/e2e/infra) runs with.
 RIG_ENV := RIG_PYTHON=$(abspath $(PYTHON)) RIG_BIN_DIR=$(CACHE)/bin RIG_IMAGES_DIR=$(CACHE)/images
 
-.PHONY: test setup lint typecheck unit e2e e2e-deps binaries engine images up down bench clean
+.PHONY: test setup lint typecheck unit e2e e2e-deps binaries engine images up down bench bench-memory clean
 
 ## test: everything CI checks, on a fresh machine: set-up, lint, type check, unit and e2e tests
 test: lint typecheck unit e2e
@@ -31,8 +31,9 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy components __main__.py tests benchmarks
 
+## unit: tests/unit and the e2e suite's pure modules (pyproject.toml's testpaths); no rig needed
 unit: setup
-	$(PYTHON) -m pytest tests/unit -q
+	$(PYTHON) -m pytest -q
 
 ## e2e: a real infrastructure cluster from Kubernetes binaries, the program deployed onto it
 e2e: setup e2e-deps binaries engine images
@@ -64,6 +65,10 @@ down: setup
 ## bench: program evaluation for 1, 10 and 50 control planes under the mock runtime
 bench: setup
 	$(PYTHON) -m benchmarks.evaluate 1 10 50
+
+## bench-memory: the working set of the tenant `make up` left running, beside the rig's own
+bench-memory: setup
+	$(RIG_ENV) hack/e2e.sh $(abspath $(PYTHON)) -m benchmarks.tenant_memory
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

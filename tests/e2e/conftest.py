@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,14 +33,24 @@ if str(REPO_ROOT) not in sys.path:
 
 from tests.e2e.infra import InfraCluster, RigSettings, missing_prerequisites  # noqa: E402
 from tests.e2e.infra.processes import log  # noqa: E402
-from tests.e2e.tenant import FIGURES, Tenant, deploy_tenant  # noqa: E402
+from tests.e2e.tenant import (  # noqa: E402
+    FIGURES,
+    Tenant,
+    TenantPhases,
+    check_phase_plan,
+    deploy_tenant,
+)
 
-# The shared tenant goes through these modules in this order: each leaves it in the state the
-# next one starts from (nodePort, then konnectivity, then ingress), and the last one destroys it.
+# The run order. The shared tenant goes through the modules that use it in this order: each
+# declares the phases it starts from and leaves (TENANT_PHASES, tests/e2e/tenant.py), and
+# collection fails unless this order starts each in a phase it accepts (nodePort, then
+# konnectivity on, then ingress; the last one destroys it). The pure modules come first; they
+# also run in `make unit` (pyproject.toml's testpaths).
 MODULE_ORDER = (
     "images/test_build.py",
     "images/test_oci.py",
     "infra/test_rig_units.py",
+    "test_e2e_units.py",
     "test_doubles_engine.py",
     "test_infra_smoke.py",
     "test_tenant_control_plane.py",
@@ -52,16 +63,46 @@ MODULE_ORDER = (
 )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
+HERE = Path(__file__).parent
 
+
+def _relative(item: pytest.Item) -> str | None:
+    """The item's module under tests/e2e, None for a test elsewhere (`make unit` collects
+    tests/unit beside this directory's pure modules)."""
+    return item.path.relative_to(HERE).as_posix() if item.path.is_relative_to(HERE) else None
+
+
+def tenant_phases(module: Any) -> TenantPhases:
+    declared = getattr(module, "TENANT_PHASES", None)
+    if not isinstance(declared, TenantPhases):
+        raise pytest.UsageError(
+            f"{module.__file__} uses the shared tenant but declares no TENANT_PHASES "
+            "(tests/e2e/tenant.py: the phases it starts from and leaves)"
+        )
+    return declared
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def position(item: pytest.Item) -> int:
-        relative = item.path.relative_to(here).as_posix()
+        relative = _relative(item)
+        if relative is None:
+            return -1
         if relative not in MODULE_ORDER:
             raise pytest.UsageError(f"{relative} is not in MODULE_ORDER (tests/e2e/conftest.py)")
         return MODULE_ORDER.index(relative)
 
     items.sort(key=position)  # stable: tests keep their order inside a module
+    plan: dict[str, TenantPhases] = {}
+    for item in items:
+        relative = _relative(item)
+        if relative is None or relative in plan:
+            continue
+        if "tenant" in getattr(item, "fixturenames", ()):
+            plan[relative] = tenant_phases(getattr(item, "module", None))
+    try:
+        check_phase_plan(list(plan.items()))
+    except ValueError as error:
+        raise pytest.UsageError(f"MODULE_ORDER (tests/e2e/conftest.py): {error}") from None
 
 
 def _in_ci() -> bool:
@@ -96,8 +137,33 @@ def infra_cluster() -> Iterator[InfraCluster]:
 
 
 @pytest.fixture(scope="session")
-def tenant(infra_cluster: InfraCluster) -> Iterator[Tenant]:
-    """One tenant control plane, deployed by the program onto the rig, for every test module."""
+def shared_tenant(infra_cluster: InfraCluster) -> Iterator[Tenant]:
+    """One tenant control plane, deployed by the program onto the rig, for every test module.
+    Tests take it as `tenant`, which checks the phases their module declares."""
     deployed = deploy_tenant(infra_cluster)
     yield deployed
     print("\nfigures: " + json.dumps(FIGURES, indent=2))
+
+
+@pytest.fixture(scope="module")
+def tenant(request: pytest.FixtureRequest, shared_tenant: Tenant) -> Iterator[Tenant]:
+    """The shared tenant, in a phase the module's TENANT_PHASES accepts; after the module's
+    last test, in a phase it said it leaves the tenant in."""
+    module = request.module
+    needs = tenant_phases(module)
+    name = Path(module.__file__).name
+    start = shared_tenant.phase
+    if start not in needs.starts:
+        pytest.fail(
+            f"{name} needs the shared tenant at {sorted(p.name for p in needs.starts)}; it is "
+            f"at {start.name} ({start.value}): a module before it did not finish its changes",
+            pytrace=False,
+        )
+    yield shared_tenant
+    end = shared_tenant.phase
+    if end not in needs.left_from(start):
+        pytest.fail(
+            f"{name} declares it leaves the shared tenant at "
+            f"{sorted(p.name for p in needs.left_from(start))}; it left it at {end.name}",
+            pytrace=False,
+        )

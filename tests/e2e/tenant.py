@@ -4,19 +4,27 @@
 user, who holds only the `admin` role in the tenant namespace (the engine's ambient
 KUBECONFIG), and reads the admin kubeconfig with `pulumi stack output kubeconfig
 --show-secrets`. Every later change of the tenant goes through `Tenant.update`, a new stack
-config and another `pulumi up`. conftest.py shares one such tenant across test modules.
+config and another `pulumi up`, and its end through `Tenant.destroy`.
+
+conftest.py shares one such tenant across test modules. What state it is in is explicit: its
+`phase` (derived from its stack config, never tracked beside it). Every module that uses it
+declares `TENANT_PHASES`, the phases it can start from and the ones it leaves the tenant in;
+conftest checks at collection that MODULE_ORDER takes the tenant through phases each module
+accepts (`check_phase_plan`), before each module that the tenant is in a phase it accepts, and
+after it that it left the tenant where it said.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import enum
 import json
 import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +35,7 @@ from components.config import DEFAULTS
 from tests.e2e.engine import Operation, ProjectStack
 from tests.e2e.infra import InfraCluster
 from tests.e2e.infra.processes import log
-from tests.e2e.infra.worker import WorkerSettings
+from tests.e2e.infra.worker import API_PROXY_IMAGE, WorkerSettings
 from tests.e2e.load import FirstAnswer, RequestLoad
 
 NODE_PORT = 31443
@@ -53,7 +61,73 @@ def stack_config(infra: InfraCluster) -> dict[str, str]:
     }
 
 
+def ingress_config(infra: InfraCluster) -> dict[str, str]:
+    """What test_worker_join_ingress.py changes in the stack config: exposure ingress."""
+    return {
+        **stack_config(infra),
+        "exposure": "ingress",
+        "apiHost": infra.settings.ingress_host(CLUSTER),
+        "apiProxyImage": API_PROXY_IMAGE,
+    }
+
+
 STACK = "e2e"
+
+
+class Phase(enum.Enum):
+    """The states the shared tenant goes through in one e2e session."""
+
+    NODE_PORT = "exposure nodePort, konnectivity off (as first deployed)"
+    NODE_PORT_KONNECTIVITY = "exposure nodePort, konnectivity on"
+    INGRESS = "exposure ingress"
+    DESTROYED = "destroyed"
+
+    @classmethod
+    def of(cls, config: dict[str, str], *, destroyed: bool = False) -> Phase:
+        if destroyed:
+            return cls.DESTROYED
+        if config.get("exposure") == "ingress":
+            return cls.INGRESS
+        if config.get("konnectivity") == "true":
+            return cls.NODE_PORT_KONNECTIVITY
+        return cls.NODE_PORT
+
+
+# Where the session fixture `tenant` starts: `deploy_tenant`'s stack_config.
+FIRST_PHASE = Phase.NODE_PORT
+
+
+@dataclass(frozen=True)
+class TenantPhases:
+    """What a module that uses the shared tenant declares as `TENANT_PHASES`: the phases it
+    can start from, and the ones it may leave the tenant in (None: the phase it found)."""
+
+    starts: frozenset[Phase]
+    leaves: frozenset[Phase] | None = None
+
+    @classmethod
+    def of(cls, starts: Iterable[Phase], leaves: Iterable[Phase] | None = None) -> TenantPhases:
+        return cls(frozenset(starts), None if leaves is None else frozenset(leaves))
+
+    def left_from(self, start: Phase) -> frozenset[Phase]:
+        return frozenset({start}) if self.leaves is None else self.leaves
+
+
+def _names(phases: Iterable[Phase]) -> str:
+    return ", ".join(sorted(phase.name for phase in phases))
+
+
+def check_phase_plan(modules: Sequence[tuple[str, TenantPhases]]) -> None:
+    """Raises ValueError unless running `modules` in this order, from a fresh tenant, starts
+    each in a phase it accepts (whichever phase each allowed earlier ones to leave)."""
+    possible = frozenset({FIRST_PHASE})
+    for name, needs in modules:
+        if not possible <= needs.starts:
+            raise ValueError(
+                f"{name} starts from {_names(needs.starts)} but the modules before it may leave "
+                f"the shared tenant at {_names(possible - needs.starts)}"
+            )
+        possible = frozenset().union(*(needs.left_from(phase) for phase in possible))
 
 
 @dataclass
@@ -64,6 +138,11 @@ class Tenant:
     outputs: dict[str, Any] = field(repr=False)  # holds secrets: never in a test report
     kubeconfig: Path  # `pulumi stack output kubeconfig --show-secrets`
     ca_file: Path
+    destroyed: bool = False  # by `destroy`, until the next `update`
+
+    @property
+    def phase(self) -> Phase:
+        return Phase.of(self.config, destroyed=self.destroyed)
 
     def admin_ssl_context(self) -> ssl.SSLContext:
         """TLS as the admin kubeconfig's user, trusting the cluster CA."""
@@ -96,9 +175,17 @@ class Tenant:
         self.stack.write_config(config)
         operation = self.stack.up()
         self.config = dict(config)
+        self.destroyed = False
         self.read_outputs(operation.outputs)
         if figure:
             FIGURES[figure] = {"seconds": round(operation.seconds, 1), **operation.changes}
+        return operation
+
+    def destroy(self, figure: str) -> Operation:
+        """`pulumi destroy` of the stack; the config stays for a later `update`."""
+        operation = self.stack.destroy()
+        self.destroyed = True
+        FIGURES[figure] = {"seconds": round(operation.seconds, 1), **operation.changes}
         return operation
 
     def kubectl(

@@ -1,5 +1,6 @@
 """`pulumi destroy` of the shared tenant, a new `pulumi up` after it, and a destroy of a tenant
-whose API is already gone. The last module of the suite.
+whose API is already gone. The last module of the suite: it starts from whatever phase the
+modules before it left the shared tenant in, and leaves it destroyed.
 """
 
 from __future__ import annotations
@@ -10,13 +11,21 @@ from typing import Any
 
 from tests.e2e.tenant import (
     CLUSTER,
-    FIGURES,
+    Phase,
     Tenant,
+    TenantPhases,
     all_pods_ready,
     expected_pod_count,
     pods,
     wait_for,
 )
+
+TENANT_PHASES = TenantPhases.of(
+    starts=[Phase.NODE_PORT, Phase.NODE_PORT_KONNECTIVITY, Phase.INGRESS],
+    leaves=[Phase.DESTROYED],
+)
+# Written before the first destroy; a new stack after it must not see it.
+PROOF = "e2e-before-destroy"
 
 KINDS = (
     "pods,secrets,configmaps,services,endpoints,deployments,statefulsets,daemonsets,"
@@ -41,8 +50,8 @@ def etcd_claims(tenant: Tenant) -> set[str]:
 
 
 def test_destroy_leaves_only_the_etcd_volumes(tenant: Tenant) -> None:
-    destroyed = tenant.stack.destroy()
-    FIGURES["pulumi destroy"] = {"seconds": round(destroyed.seconds, 1), **destroyed.changes}
+    tenant.kubectl("create", "configmap", PROOF, "-n", "default", "--from-literal=k=v")
+    tenant.destroy(figure="pulumi destroy")
     wait_for("the tenant's pods to be gone", lambda: not pods(tenant.infra), timeout=120)
     assert left_in_namespace(tenant) == etcd_claims(tenant)
 
@@ -55,8 +64,8 @@ def test_a_new_up_after_a_destroy_starts_a_fresh_cluster_beside_the_kept_data(
     operation = tenant.update(dict(tenant.config), figure="pulumi up after a destroy")
     assert operation.changes.get("create", 0) > 0
     assert all_pods_ready(tenant.infra, expected_pod_count(tenant.config))
-    # The ConfigMap written by test_tenant_control_plane lived in the old data.
-    gone = tenant.kubectl("get", "configmap", "e2e-proof", "-n", "default", check=False)
+    # The ConfigMap written before the destroy lived in the old data.
+    gone = tenant.kubectl("get", "configmap", PROOF, "-n", "default", check=False)
     assert gone.returncode != 0 and "NotFound" in gone.stderr
     # Secrets are encrypted with the new key and read back.
     tenant.kubectl("create", "secret", "generic", "after-destroy", "--from-literal=k=v")
@@ -91,11 +100,7 @@ def test_destroy_completes_when_the_tenant_api_is_already_gone(tenant: Tenant) -
         lambda: tenant.kubectl("get", "--raw", "/readyz", check=False).returncode != 0,
         timeout=120,
     )
-    destroyed = tenant.stack.destroy()
-    FIGURES["pulumi destroy, tenant API unreachable"] = {
-        "seconds": round(destroyed.seconds, 1),
-        **destroyed.changes,
-    }
+    tenant.destroy(figure="pulumi destroy, tenant API unreachable")
     wait_for("the tenant's pods to be gone", lambda: not pods(tenant.infra), timeout=120)
     assert left_in_namespace(tenant) == etcd_claims(tenant)
     # The README's way to remove the data too.

@@ -35,8 +35,19 @@ from tests.e2e.probes import (
     probe,
     wait_ready,
 )
-from tests.e2e.tenant import CLUSTER, FIGURES, WORKER_EGRESS_CIDR, Tenant, component_pods, wait_for
+from tests.e2e.tenant import (
+    CLUSTER,
+    FIGURES,
+    WORKER_EGRESS_CIDR,
+    Phase,
+    Tenant,
+    TenantPhases,
+    component_pods,
+    wait_for,
+)
 
+# Under nodePort the apiservers admit anyone on 6443 (the ingress module proves the opposite).
+TENANT_PHASES = TenantPhases.of(starts=[Phase.NODE_PORT])
 # A pod of the tenant's own namespace that wears no control-plane labels.
 NEIGHBOUR = "neighbour"
 WEBHOOK = "netpol-egress-probe"

@@ -7,18 +7,24 @@ the tenant namespace, and then used through its own `kubeconfig` output, read wi
 
 from __future__ import annotations
 
+import base64
 import json
 import ssl
 import time
 import urllib.request
 from typing import Any
 
+import pytest
+
+from components.config import parse_settings
 from tests.e2e.infra import InfraCluster
 from tests.e2e.tenant import (
     CLUSTER,
     FIGURES,
     NODE_PORT,
+    Phase,
     Tenant,
+    TenantPhases,
     all_pods_ready,
     component_pods,
     expected_pod_count,
@@ -26,6 +32,10 @@ from tests.e2e.tenant import (
     pods,
     wait_for,
 )
+from tests.e2e.tokens import verified_claims
+
+# The tenant as first deployed: its endpoint and `kubernetes.default` are the NodePort.
+TENANT_PHASES = TenantPhases.of(starts=[Phase.NODE_PORT])
 
 
 def client_context(tenant: Tenant) -> ssl.SSLContext:
@@ -140,19 +150,91 @@ def test_controller_manager_and_scheduler_hold_their_leases(tenant: Tenant) -> N
     assert found["kube-scheduler"].startswith(f"{CLUSTER}-scheduler-")
 
 
-def test_controller_manager_signs_service_account_tokens(tenant: Tenant) -> None:
-    # The token controller and service-account controller run: default SA exists in a new ns.
-    tenant.kubectl("create", "namespace", "e2e-sa-proof")
+SA_PROOF_NAMESPACE = "e2e-sa-proof"
+
+
+def _service_account_public_key(tenant: Tenant) -> bytes:
+    """`sa.pub` of the apiservers' Secret: the key the program made for the tenant."""
+    secret = tenant.infra.kubectl_json(
+        "get", "secret", "-n", tenant.infra.namespace, f"{CLUSTER}-apiserver-pki", tenant=True
+    )
+    return base64.b64decode(secret["data"]["sa.pub"])
+
+
+@pytest.fixture(scope="module")
+def sa_proof_namespace(tenant: Tenant) -> str:
+    """A new namespace and its `default` ServiceAccount, which the controller-manager's
+    service-account controller makes."""
+    tenant.kubectl("create", "namespace", SA_PROOF_NAMESPACE)
     wait_for(
         "the default service account",
         lambda: (
-            tenant.kubectl("get", "sa", "default", "-n", "e2e-sa-proof", check=False).returncode
+            tenant.kubectl("get", "sa", "default", "-n", SA_PROOF_NAMESPACE, check=False).returncode
             == 0
         ),
         timeout=60,
     )
-    token = tenant.kubectl("create", "token", "default", "-n", "e2e-sa-proof").stdout.strip()
-    assert token.count(".") == 2
+    return SA_PROOF_NAMESPACE
+
+
+def test_apiserver_issues_service_account_tokens_signed_with_the_programs_key(
+    tenant: Tenant, sa_proof_namespace: str
+) -> None:
+    """A TokenRequest token (what a pod's projected token is): signed by the apiservers with
+    `sa.key`, it verifies with the program's `sa.pub` and names the account and the issuer."""
+    before = time.time()
+    token = tenant.kubectl("create", "token", "default", "-n", sa_proof_namespace).stdout.strip()
+    claims = verified_claims(token, _service_account_public_key(tenant))
+    issuer = f"https://kubernetes.default.svc.{parse_settings(tenant.config).cluster_domain}"
+    assert claims["iss"] == issuer
+    assert claims["aud"] == [issuer]  # no --api-audiences: the issuer is the audience
+    assert claims["sub"] == f"system:serviceaccount:{sa_proof_namespace}:default"
+    assert claims["kubernetes.io"]["namespace"] == sa_proof_namespace
+    assert claims["kubernetes.io"]["serviceaccount"]["name"] == "default"
+    # `kubectl create token` asks for an hour by default.
+    assert before - 60 <= claims["iat"] <= time.time() + 60
+    assert claims["exp"] - claims["iat"] == 3600
+
+
+def test_controller_manager_signs_service_account_tokens(
+    tenant: Tenant, sa_proof_namespace: str
+) -> None:
+    """A legacy token Secret, filled in by the controller-manager's token controller with its
+    `--service-account-private-key-file`: it verifies with the same `sa.pub`."""
+    secret_name = "e2e-legacy-token"
+    tenant.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "kubernetes.io/service-account-token",
+                "metadata": {
+                    "name": secret_name,
+                    "namespace": sa_proof_namespace,
+                    "annotations": {"kubernetes.io/service-account.name": "default"},
+                },
+            }
+        ),
+    )
+
+    def filled_in() -> str | None:
+        secret = json.loads(
+            tenant.kubectl(
+                "get", "secret", secret_name, "-n", sa_proof_namespace, "-o", "json"
+            ).stdout
+        )
+        token = secret.get("data", {}).get("token")
+        return base64.b64decode(token).decode() if token else None
+
+    token = wait_for("the token controller to fill in the Secret", filled_in, timeout=60)
+    claims = verified_claims(token, _service_account_public_key(tenant))
+    assert claims["iss"] == "kubernetes/serviceaccount"
+    assert claims["sub"] == f"system:serviceaccount:{sa_proof_namespace}:default"
+    assert claims["kubernetes.io/serviceaccount/namespace"] == sa_proof_namespace
+    assert claims["kubernetes.io/serviceaccount/secret.name"] == secret_name
 
 
 def test_etcd_data_survives_deleting_every_etcd_pod(tenant: Tenant) -> None:
@@ -250,27 +332,3 @@ def test_preview_and_up_of_the_same_program_change_nothing(tenant: Tenant) -> No
     again = tenant.stack.up()
     assert again.changed == {}, again.changes
     assert generations(infra) == before
-
-
-def test_memory_of_the_tenant_control_plane(tenant: Tenant) -> None:
-    infra = tenant.infra
-
-    def usage() -> dict[str, int] | None:
-        summary = json.loads(
-            infra.kubectl(
-                "get", "--raw", f"/api/v1/nodes/{infra.node_name}/proxy/stats/summary"
-            ).stdout
-        )
-        found = {
-            pod["podRef"]["name"]: pod.get("memory", {}).get("workingSetBytes", 0)
-            for pod in summary["pods"]
-            if pod["podRef"]["namespace"] == infra.namespace
-        }
-        # The kubelet reports a new pod's memory only after its first stats pass.
-        return found if len(found) == 9 and all(found.values()) else None
-
-    found = wait_for("memory figures of all 9 tenant pods", usage, timeout=90, interval=5)
-    FIGURES["tenant pods working set (MiB)"] = {
-        name: round(value / 2**20, 1) for name, value in sorted(found.items())
-    }
-    FIGURES["tenant pods working set total (MiB)"] = round(sum(found.values()) / 2**20, 1)

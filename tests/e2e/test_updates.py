@@ -26,7 +26,9 @@ from tests.e2e.load import RequestLoad
 from tests.e2e.tenant import (
     CLUSTER,
     FIGURES,
+    Phase,
     Tenant,
+    TenantPhases,
     all_pods_ready,
     assert_no_failed_requests,
     component_pods,
@@ -36,6 +38,10 @@ from tests.e2e.tenant import (
     under_load,
     wait_for,
 )
+
+# Each update is undone (or, the Secrets key, kept) within the phase: one client goes through
+# the `endpoint` output, the NodePort.
+TENANT_PHASES = TenantPhases.of(starts=[Phase.NODE_PORT])
 
 # What no ordinary update may replace: the CAs and their keys, the service-account key, the
 # encryption key, etcd and the provider of the tenant cluster (which would take every object

@@ -43,16 +43,14 @@ from tests.e2e.infra.worker import (
     Worker,
     WorkerSettings,
     iptables_image_files,
-    masquerade_rule,
     shared_libraries,
-    worker_cni_conflist,
 )
-from tests.e2e.infra.worker import kubelet_config as kubelet_config_for
 from tests.e2e.probes import RESTRICTED
 from tests.e2e.tenant import (
-    CLUSTER,
     NODE_PORT,
+    Phase,
     Tenant,
+    TenantPhases,
     assert_no_failed_requests,
     component_pods,
     is_terminating,
@@ -61,6 +59,11 @@ from tests.e2e.tenant import (
     wait_for,
 )
 
+# The worker joins through the NodePort; the module's last test turns konnectivity on (for
+# good: test_worker_join_ingress.py turns it off), unless it is deselected.
+TENANT_PHASES = TenantPhases.of(
+    starts=[Phase.NODE_PORT], leaves=[Phase.NODE_PORT, Phase.NODE_PORT_KONNECTIVITY]
+)
 FIELD_MANAGER = "e2e-worker-join"
 # pulumi-kubernetes' server-side apply field manager (a prefix: it may carry a suffix).
 PROGRAM_FIELD_MANAGER = "pulumi-kubernetes"
@@ -651,56 +654,8 @@ def test_exec_in_a_running_pod_on_the_worker(
     assert piped.stdout.strip() == "configmap/piped"
 
 
-# -- The worker's pure parts (no rig needed) ---------------------------------------------------
-
-
-def _worker_settings() -> WorkerSettings:
-    from tests.e2e.infra import RigSettings
-
-    return WorkerSettings.for_tenant(RigSettings(), service_cidr="10.96.0.0/12")
-
-
-def test_worker_settings_follow_kubeadm_conventions() -> None:
-    s = _worker_settings()
-    assert s.cluster_dns == "10.96.0.10"
-    assert s.state_dir.is_relative_to(s.rig.state_dir)
-    assert s.cgroup_root != s.rig.cgroup_root
-    assert s.node_ip != s.rig.node_ip
-
-
-def test_kubelet_config_keeps_the_clusters_settings_and_patches_the_host() -> None:
-    s = _worker_settings()
-    cluster = yaml.safe_load(
-        upload_config.kubelet_configuration(parse_settings(_program_like_config()))
-    )
-    config = kubelet_config_for(s, cluster)
-    # The cluster's: authentication, authorization, DNS, certificate rotation.
-    for key in ("authorization", "clusterDNS", "clusterDomain", "rotateCertificates"):
-        assert config[key] == cluster[key]
-    assert config["authentication"]["webhook"] == cluster["authentication"]["webhook"]
-    # This host's: cgroupfs and cgroup v1, our CA path, our directories, no /etc static pods.
-    assert config["cgroupDriver"] == "cgroupfs"
-    assert config["failCgroupV1"] is False
-    assert config["cgroupRoot"] == s.cgroup_root
-    assert config["authentication"]["x509"]["clientCAFile"] == str(s.ca_file)
-    assert config["containerRuntimeEndpoint"] == f"unix://{s.containerd_socket}"
-    assert "staticPodPath" not in config
-    assert "tlsCertFile" not in config and "tlsPrivateKeyFile" not in config
-
-
-def _program_like_config() -> dict[str, str]:
-    return {"clusterName": CLUSTER, "exposure": "nodePort", "apiHost": "10.250.0.1"}
-
-
-def test_the_worker_cni_network_masquerades_and_the_rig_masquerades_towards_it() -> None:
-    s = _worker_settings()
-    conflist = worker_cni_conflist(s, "10.244.1.0/24")
-    bridge = conflist["plugins"][0]
-    assert (bridge["bridge"], bridge["ipMasq"]) == ("cni1", True)
-    assert bridge["ipam"]["ranges"] == [[{"subnet": "10.244.1.0/24"}]]
-    rule = masquerade_rule(s)
-    assert rule[rule.index("-s") + 1] == s.rig.cluster_cidr
-    assert rule[rule.index("-d") + 1] == "10.250.0.2/32"
+# -- The worker's image (this host's iptables, installed by hack/install-e2e-deps.sh) ----------
+# The worker's pure parts are tested in test_e2e_units.py, which `make unit` runs too.
 
 
 def test_the_kube_proxy_image_gets_iptables_with_every_library() -> None:

@@ -25,16 +25,17 @@ from cryptography import x509
 
 from components.config import parse_settings
 from components.tenant import in_cluster_api
-from tests.e2e.infra import InfraCluster
 from tests.e2e.infra.worker import API_PROXY_IMAGE, Worker
 from tests.e2e.probes import Reach, ensure_probe_namespace, probe
 from tests.e2e.tenant import (
     CLUSTER,
+    Phase,
     Tenant,
+    TenantPhases,
     assert_no_failed_requests,
     component_pods,
+    ingress_config,
     is_terminating,
-    stack_config,
     under_load,
     wait_for,
 )
@@ -53,13 +54,10 @@ NODE_NAME = "tenant-worker-ingress"
 FIGURES: dict[str, Any] = {}
 
 
-def ingress_config(infra: InfraCluster) -> dict[str, str]:
-    return {
-        **stack_config(infra),
-        "exposure": "ingress",
-        "apiHost": infra.settings.ingress_host(CLUSTER),
-        "apiProxyImage": API_PROXY_IMAGE,
-    }
+# Found at nodePort, konnectivity on or off (test_worker_join.py turns it on); left at ingress.
+TENANT_PHASES = TenantPhases.of(
+    starts=[Phase.NODE_PORT, Phase.NODE_PORT_KONNECTIVITY], leaves=[Phase.INGRESS]
+)
 
 
 @pytest.fixture(scope="module")
@@ -457,23 +455,3 @@ def _in_cluster_clients_list_objects(access: TenantAccess, name: str) -> None:
     assert f"https://{service_ip}:443/api/v1/namespaces" in in_cluster.stdout
     assert "200 OK" in in_cluster.stdout
     assert "namespace/kube-system" in in_cluster.stdout
-
-
-# -- Pure parts (no rig needed) -----------------------------------------------------------------
-
-
-def test_the_ingress_stack_is_the_shared_tenant_with_ingress_exposure() -> None:
-    from tests.e2e.infra import RigSettings
-
-    class Rig:
-        settings = RigSettings()
-        node_ip = settings.node_ip
-        namespace = settings.tenant_namespace
-
-    config = ingress_config(Rig())  # type: ignore[arg-type]
-    settings = parse_settings(config)
-    assert settings.exposure.mode == "ingress"
-    assert settings.exposure.host.endswith("." + RigSettings().ingress_domain)
-    assert settings.node_api_address is None
-    assert settings.api_proxy_image == API_PROXY_IMAGE
-    assert settings.api_proxy_address == "172.20.0.1"

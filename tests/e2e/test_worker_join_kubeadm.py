@@ -26,50 +26,15 @@ import yaml
 
 from components.config import parse_settings
 from tests.e2e.infra.worker import Worker, WorkerSettings
-from tests.e2e.tenant import Tenant, stack_config
+from tests.e2e.kubeadm import KUBEADM_DIRS, in_private_mounts, kubeadm_join_argv
+from tests.e2e.tenant import Phase, Tenant, TenantPhases, stack_config
 from tests.e2e.test_worker_join import TenantAccess
 
+# Whatever exposure the modules before it left (it changes nothing in the stack).
+TENANT_PHASES = TenantPhases.of(
+    starts=[Phase.NODE_PORT, Phase.NODE_PORT_KONNECTIVITY, Phase.INGRESS]
+)
 NODE_NAME = "tenant-worker-kubeadm"
-# kubeadm's fixed directories on a node, bound to the test's own in kubeadm's mount namespace.
-KUBEADM_DIRS = (Path("/etc/kubernetes"), Path("/var/lib/kubelet"))
-
-
-def kubeadm_join_argv(
-    join_command: str, kubeadm: Path, node_name: str, cri_socket: Path
-) -> list[str]:
-    """The `joinCommand` output as given, plus what only this host knows (its name and
-    container runtime); preflight checks that assume a systemd host are reported, not fatal."""
-    words = shlex.split(join_command)
-    if words[:2] != ["kubeadm", "join"]:
-        raise ValueError(f"not a kubeadm join command: {join_command!r}")
-    return [
-        str(kubeadm),
-        *words[1:],
-        f"--node-name={node_name}",
-        f"--cri-socket=unix://{cri_socket}",
-        "--ignore-preflight-errors=all",
-        "--skip-phases=kubelet-wait-bootstrap",
-        "--v=1",
-    ]
-
-
-def in_private_mounts(argv: list[str], binds: dict[Path, Path]) -> list[str]:
-    """`argv` in a new mount namespace where each key directory shows the value directory."""
-    mounts = " && ".join(
-        f"mount --bind {shlex.quote(str(source))} {shlex.quote(str(target))}"
-        for target, source in binds.items()
-    )
-    return [
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        f'{mounts} && exec "$@"',
-        "kubeadm-join",
-        *argv,
-    ]
 
 
 @dataclass
@@ -174,21 +139,3 @@ def test_the_node_kubeadm_prepared_joins_and_becomes_ready(kubeadm_join: Kubeadm
     conditions = {c["type"]: c["status"] for c in node["status"]["conditions"]}
     assert conditions["Ready"] == "True", conditions
     assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.37.2"
-
-
-def test_the_join_command_gets_only_host_specific_flags_added() -> None:
-    argv = kubeadm_join_argv(
-        "kubeadm join api.example.com:443 --token abcdef.0123456789abcdef "
-        "--discovery-token-ca-cert-hash sha256:" + "0" * 64,
-        Path("/bin/kubeadm"),
-        "n1",
-        Path("/run/c.sock"),
-    )
-    assert argv[:3] == ["/bin/kubeadm", "join", "api.example.com:443"]
-    assert "--discovery-token-unsafe-skip-ca-verification" not in argv
-    assert "--cri-socket=unix:///run/c.sock" in argv
-    with pytest.raises(ValueError, match="not a kubeadm join"):
-        kubeadm_join_argv("kubectl get nodes", Path("/bin/kubeadm"), "n1", Path("/c.sock"))
-    wrapped = in_private_mounts(["true"], {Path("/etc/kubernetes"): Path("/tmp/x")})
-    assert wrapped[:4] == ["unshare", "--mount", "--propagation", "private"]
-    assert "mount --bind /tmp/x /etc/kubernetes" in wrapped[6]

@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from components.common.konnectivity import AGENT_PORT, AUDIENCE, KONNECTIVITY_VERSIONS, SERVER_USER
 from components.common.names import ObjectNames
@@ -20,7 +23,6 @@ from components.host.control_plane.apiserver import (
 from components.host.konnectivity_server import (
     EGRESS_CONFIG_FILE,
     HEALTH_PORT,
-    SERVER_CLIENT_CERT,
     SOCKET_PATH,
     agent_endpoint,
     agent_service_port,
@@ -39,7 +41,7 @@ from components.tenant.konnectivity_agent import (
     agent_objects,
     server_auth_delegator_binding,
 )
-from tests.harness import ProgramRun
+from tests.harness import ProgramRun, run_program
 from tests.unit.tenant_program import TENANT_PROVIDER, by_name, make_ca_pem, run_tenant_program
 
 CONFIG = {
@@ -372,12 +374,39 @@ def test_server_identity_may_review_tokens() -> None:
     ]
 
 
-def test_server_client_certificate_is_the_bound_user() -> None:
-    assert SERVER_CLIENT_CERT.ca == "ca"
-    assert SERVER_CLIENT_CERT.uses == ("digital_signature", "client_auth")
-    assert SERVER_CLIENT_CERT.organization is None  # no group: RBAC binds the user only
-    [subject] = server_auth_delegator_binding()["subjects"]
-    assert subject["name"] == SERVER_CLIENT_CERT.common_name
+def test_the_issued_server_client_certificate_is_the_bound_user() -> None:
+    """The certificate the program issues and mounts (not its spec): a client certificate of
+    the cluster CA for exactly the user the tenant's ClusterRoleBinding names, in no group."""
+    run = run_program({**CONFIG, "konnectivity": "true"})
+    infra = {o.inputs["metadata"]["name"]: o.inputs for o in run.objects_through("infra")}
+    ca = x509.load_pem_x509_certificate(
+        infra["amber-apiserver-pki"]["stringData"]["ca.crt"].encode()
+    )
+    kubeconfig = yaml.safe_load(
+        infra["amber-konnectivity-server-kubeconfig"]["stringData"]["kubeconfig"]
+    )
+    user = kubeconfig["users"][0]["user"]
+    client = x509.load_pem_x509_certificate(base64.b64decode(user["client-certificate-data"]))
+    key = serialization.load_pem_private_key(base64.b64decode(user["client-key-data"]), None)
+    client.verify_directly_issued_by(ca)  # raises on another issuer or a bad signature
+    assert client.public_key().public_numbers() == key.public_key().public_numbers()  # type: ignore[union-attr]
+    [binding] = [
+        o.inputs
+        for o in run.objects_through("amber-tenant")
+        if o.inputs["kind"] == "ClusterRoleBinding"
+        and o.inputs["roleRef"]["name"] == "system:auth-delegator"
+    ]
+    [subject] = binding["subjects"]
+    assert subject == {
+        "kind": "User",
+        "apiGroup": "rbac.authorization.k8s.io",
+        "name": "system:konnectivity-server",
+    }
+    names = client.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    assert [a.value for a in names] == [subject["name"]]
+    assert not client.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)  # no group
+    usages = client.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usages) == [ExtendedKeyUsageOID.CLIENT_AUTH]
 
 
 def test_images_follow_the_release_and_registry() -> None:

@@ -20,7 +20,7 @@ from components.host.control_plane.apiserver import (
 from components.host.control_plane.controller_manager import controller_manager_command
 from components.host.control_plane.scheduler import scheduler_command
 from components.host.etcd import etcd_command, etcd_statefulset_spec
-from components.host.exposure import PASSTHROUGH_ANNOTATIONS, external_service_spec, ingress_spec
+from components.host.exposure import external_service_spec, ingress_spec
 
 
 def setup(**raw: str) -> tuple[ControlPlaneSettings, ObjectNames]:
@@ -174,7 +174,6 @@ def test_ingress_exposure_uses_tls_passthrough() -> None:
         "name": "red-apiserver",
         "port": {"number": 6443},
     }
-    assert PASSTHROUGH_ANNOTATIONS["nginx.ingress.kubernetes.io/ssl-passthrough"] == "true"
 
 
 def test_service_exposures() -> None:

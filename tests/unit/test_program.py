@@ -343,6 +343,30 @@ def test_ingress_leads_kubernetes_default_to_the_node_local_proxy() -> None:
     assert "--endpoint-reconciler-type=none" in command
 
 
+def test_the_ingress_passes_tls_through_to_the_apiservers(run: ProgramRun) -> None:
+    """The Ingress the program creates (not a constant of the code): ingress-nginx passes the
+    TLS stream through, so the apiserver terminates it and client certificates keep working."""
+    [ingress] = [o.inputs for o in run.objects_through("infra") if o.inputs["kind"] == "Ingress"]
+    assert ingress["metadata"]["annotations"] == {
+        "nginx.ingress.kubernetes.io/ssl-passthrough": "true",
+        "nginx.ingress.kubernetes.io/backend-protocol": "HTTPS",
+    }
+    [rule] = ingress["spec"]["rules"]
+    assert rule["host"] == "api.green.example.com"
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    services = {
+        o.inputs["metadata"]["name"]: o.inputs["spec"]
+        for o in run.objects_through("infra")
+        if o.inputs["kind"] == "Service"
+    }
+    # The backend is the apiservers' Service, on the port the apiserver serves TLS on.
+    ports = {port["port"]: port for port in services[backend["name"]]["ports"]}
+    assert backend["port"]["number"] in ports
+    assert ports[backend["port"]["number"]]["targetPort"] in (6443, "https")
+    deployment = run.named("green-apiserver-deployment").inputs["spec"]["template"]["spec"]
+    assert "--secure-port=6443" in deployment["containers"][0]["command"]
+
+
 def test_add_ons_can_be_switched_off() -> None:
     def tenant_workloads(**switches: str) -> set[str]:
         run = run_program({**CONFIG, **switches})
