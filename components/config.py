@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from components.common.endpoints import API_SERVER_PORT, HTTPS_PORT, https_url
 from components.common.versions import (
     DEFAULT_RELEASE,
     KubernetesRelease,
@@ -144,7 +145,7 @@ class ExposureMode(enum.StrEnum):
 @dataclass(frozen=True)
 class ExposureSettings:
     """How clients outside the infrastructure cluster reach the API; the component that
-    publishes it is components/exposure.py's `Exposure`."""
+    publishes it is `Exposure` (components/host/exposure.py)."""
 
     mode: ExposureMode
     host: str  # DNS name or IP that clients use to reach the API
@@ -157,11 +158,11 @@ class ExposureSettings:
         """The port clients dial from outside the infrastructure cluster."""
         match self.mode:
             case ExposureMode.INGRESS:
-                return 443
+                return HTTPS_PORT
             case ExposureMode.NODE_PORT:
                 return self.node_port
             case ExposureMode.LOAD_BALANCER:
-                return 6443
+                return API_SERVER_PORT
 
     @property
     def endpoint(self) -> str:
@@ -170,9 +171,7 @@ class ExposureSettings:
             if self.mode is ExposureMode.LOAD_BALANCER and self.load_balancer_ip
             else self.host
         )
-        if is_ip(host) and ":" in host:
-            host = f"[{host}]"
-        return f"https://{host}" if self.port == 443 else f"https://{host}:{self.port}"
+        return https_url(host, self.port)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,19 @@ def _bracketed(host: str) -> str:
     return host
 
 
+def https_url(host: str, port: int) -> str:
+    """`https://host:port`, without the port when it is 443 and with an IPv6 address in
+    brackets."""
+    if port == HTTPS_PORT:
+        return f"https://{_bracketed(host)}"
+    return f"https://{host_port(host, port)}"
+
+
+def http_url(host: str, port: int) -> str:
+    """`http://host:port`, with an IPv6 address in brackets."""
+    return f"http://{host_port(host, port)}"
+
+
 def control_plane_endpoint(endpoint: str) -> str:
     """`host:port` of an https URL (port 443 when the URL has none), as kubeadm writes it."""
     parts = urlsplit(endpoint)

@@ -19,10 +19,21 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from components.common.endpoints import (
+    API_SERVER_PORT,
+    ETCD_CLIENT_PORT,
+    ETCD_HEALTH_PORT,
+    ETCD_PEER_PORT,
+    http_url,
+    https_url,
+)
+
 from . import configs, host, objects
 from .pki import Pki, create_pki
 from .processes import ManagedProcess, RigState, log, stop_pid
 from .settings import RIG_BINARIES, RigSettings
+
+LOOPBACK = "127.0.0.1"  # where the rig's control plane listens for its own clients
 
 T = TypeVar("T")
 
@@ -105,7 +116,8 @@ def component_commands(settings: RigSettings, pki: Pki) -> dict[str, list[str]]:
     s = settings
     config = s.config_dir
     kubeconfigs = s.config_dir
-    etcd = "http://127.0.0.1:2379"
+    etcd = http_url(LOOPBACK, ETCD_CLIENT_PORT)
+    peer = http_url(LOOPBACK, ETCD_PEER_PORT)
     return {
         "etcd": [
             str(s.binary("etcd")),
@@ -113,10 +125,10 @@ def component_commands(settings: RigSettings, pki: Pki) -> dict[str, list[str]]:
             f"--data-dir={s.etcd_data_dir}",
             f"--listen-client-urls={etcd}",
             f"--advertise-client-urls={etcd}",
-            "--listen-peer-urls=http://127.0.0.1:2380",
-            "--initial-advertise-peer-urls=http://127.0.0.1:2380",
-            "--initial-cluster=rig=http://127.0.0.1:2380",
-            "--listen-metrics-urls=http://127.0.0.1:2381",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=rig={peer}",
+            f"--listen-metrics-urls={http_url(LOOPBACK, ETCD_HEALTH_PORT)}",
             "--snapshot-count=10000",
             # Throwaway data on a shared test VM: do not let fsync latency slow the apiserver.
             "--unsafe-no-fsync",
@@ -125,7 +137,7 @@ def component_commands(settings: RigSettings, pki: Pki) -> dict[str, list[str]]:
             str(s.binary("kube-apiserver")),
             f"--advertise-address={s.node_ip}",
             "--bind-address=0.0.0.0",
-            "--secure-port=6443",
+            f"--secure-port={API_SERVER_PORT}",
             f"--etcd-servers={etcd}",
             f"--service-cluster-ip-range={s.service_cidr}",
             f"--client-ca-file={pki.ca_cert}",
@@ -256,7 +268,7 @@ def write_config_files(settings: RigSettings, pki: Pki) -> None:
             namespace=namespace,
         )
 
-    local = "https://127.0.0.1:6443"
+    local = https_url(LOOPBACK, API_SERVER_PORT)
     # Secrets inside (client keys): 0600.
     write_json(s.admin_kubeconfig, client_kubeconfig("admin", "rig-admin", s.apiserver_url), 0o600)
     write_json(
@@ -600,7 +612,7 @@ class InfraCluster:
         etcd = self._launch("etcd", commands["etcd"])
         wait_until(
             "etcd /health",
-            lambda: _http_ok("http://127.0.0.1:2379/health"),
+            lambda: _http_ok(f"{http_url(LOOPBACK, ETCD_CLIENT_PORT)}/health"),
             timeout=60,
             watch=[etcd],
         )
@@ -608,7 +620,7 @@ class InfraCluster:
         context = self.admin_ssl_context()
         wait_until(
             "kube-apiserver /readyz",
-            lambda: _http_ok("https://127.0.0.1:6443/readyz", context),
+            lambda: _http_ok(f"{https_url(LOOPBACK, API_SERVER_PORT)}/readyz", context),
             timeout=120,
             watch=[etcd, apiserver],
         )

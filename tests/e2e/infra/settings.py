@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.common.endpoints import API_SERVER_PORT, https_url
+
 KUBERNETES_VERSION = "v1.37.2"
 DEFAULT_CACHE_DIR = Path("/var/cache/k8s-on-k8s") / KUBERNETES_VERSION
 
@@ -80,7 +82,7 @@ class RigSettings:
 
     @property
     def apiserver_url(self) -> str:
-        return f"https://{self.node_ip}:6443"
+        return https_url(self.node_ip, API_SERVER_PORT)
 
     @property
     def ingress_ip(self) -> str:

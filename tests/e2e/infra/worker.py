@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from components.common.endpoints import KUBELET_PORT
 from tests.e2e.images.build import E2E_CLIENT
 
 from . import configs, host
@@ -110,7 +111,7 @@ class WorkerSettings:
     node_link: str = "eth0"
     pod_bridge: str = "cni1"
     cgroup_root: str = "/k8sonk8s-worker"
-    kubelet_port: int = 10250
+    kubelet_port: int = KUBELET_PORT
 
     @classmethod
     def for_tenant(
