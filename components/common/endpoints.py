@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
+LOOPBACK = "127.0.0.1"  # where node-local probes and the rig's own clients listen
 HTTPS_PORT = 443  # what an https URL without a port means (the ingress exposure's port)
 DNS_PORT = 53
 

@@ -9,11 +9,11 @@ waiting for Ready pods or Service endpoints would fail every run that precedes t
 
 from __future__ import annotations
 
-import ipaddress
-
 import pulumi
 import yaml
 
+from components.common import kube_proxy
+from components.common.corefile import corefile as shared_corefile
 from components.common.kubeconfig import KUBEADM_LAYOUT, dump, kubeconfig_document
 from components.common.names import KUBE_SYSTEM
 from components.common.podspec import NON_ROOT_ID, Manifest, http_probe
@@ -54,32 +54,9 @@ SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 def corefile(cluster_domain: str) -> str:
-    """CoreDNS's configuration, as kubeadm's dns addon writes it."""
-    return f"""\
-.:53 {{
-    errors
-    health {{
-        lameduck 5s
-    }}
-    ready
-    kubernetes {cluster_domain} in-addr.arpa ip6.arpa {{
-        pods insecure
-        fallthrough in-addr.arpa ip6.arpa
-        ttl 30
-    }}
-    prometheus :9153
-    forward . /etc/resolv.conf {{
-        max_concurrent 1000
-    }}
-    cache 30 {{
-        disable success {cluster_domain}
-        disable denial {cluster_domain}
-    }}
-    loop
-    reload
-    loadbalance
-}}
-"""
+    """CoreDNS's configuration, as kubeadm's dns addon writes it: other names go to the node's
+    resolver (the pods' dnsPolicy is Default)."""
+    return shared_corefile(cluster_domain=cluster_domain, upstream="/etc/resolv.conf", ttl=30)
 
 
 def coredns_container(settings: ControlPlaneSettings) -> Manifest:
@@ -252,16 +229,12 @@ def coredns_objects(settings: ControlPlaneSettings) -> list[tuple[str, Manifest]
 
 def kube_proxy_configuration(settings: ControlPlaneSettings) -> str:
     """KubeProxyConfiguration with kubeadm's defaults and the iptables mode."""
-    ipv6 = ipaddress.ip_network(settings.pod_cidr).version == 6
-    document = {
-        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
-        "kind": "KubeProxyConfiguration",
-        "bindAddress": "::" if ipv6 else "0.0.0.0",
-        "clientConnection": {"kubeconfig": f"{KUBE_PROXY_CONFIG_DIR}/kubeconfig.conf"},
-        # Traffic from outside this range to a ClusterIP is masqueraded.
-        "clusterCIDR": settings.pod_cidr,
-        "mode": "iptables",
-    }
+    document = kube_proxy.kube_proxy_configuration(
+        kubeconfig_path=f"{KUBE_PROXY_CONFIG_DIR}/kubeconfig.conf",
+        cluster_cidr=settings.pod_cidr,
+        mode="iptables",
+        bind_address=kube_proxy.any_address(settings.pod_cidr),
+    )
     return yaml.safe_dump(document, sort_keys=False)
 
 

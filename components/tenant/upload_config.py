@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from components.common import kubelet
 from components.common.endpoints import control_plane_endpoint
 from components.common.names import KUBE_SYSTEM, ObjectNames
 from components.common.podspec import Manifest
@@ -92,27 +93,14 @@ def kubelet_configuration(
     e.g. `{"cgroupDriver": "cgroupfs", "failCgroupV1": False}` where the runtime uses cgroupfs
     on a cgroup v1 host (kubeadm's default driver is systemd).
     """
-    document: Manifest = {
-        "apiVersion": "kubelet.config.k8s.io/v1beta1",
-        "kind": "KubeletConfiguration",
-        "authentication": {
-            "anonymous": {"enabled": False},
-            "webhook": {"enabled": True, "cacheTTL": "0s"},
-            "x509": {"clientCAFile": f"{CERTIFICATES_DIR}/ca.crt"},
-        },
-        "authorization": {
-            "mode": "Webhook",
-            "webhook": {"cacheAuthorizedTTL": "0s", "cacheUnauthorizedTTL": "0s"},
-        },
-        "cgroupDriver": "systemd",
-        "clusterDNS": [settings.cluster_dns_ip],
-        "clusterDomain": settings.cluster_domain,
-        "healthzBindAddress": "127.0.0.1",
-        "healthzPort": 10248,
-        "readOnlyPort": 0,
-        # The client certificate from the TLS bootstrap is renewed before it expires.
-        "rotateCertificates": True,
-        "staticPodPath": STATIC_POD_PATH,
-        **(overrides or {}),
-    }
+    document = kubelet.kubelet_configuration(
+        cluster_dns=settings.cluster_dns_ip,
+        cluster_domain=settings.cluster_domain,
+        client_ca_file=f"{CERTIFICATES_DIR}/ca.crt",
+        cgroup_driver="systemd",
+        webhook_cache_ttl="0s",
+        rotate_certificates=True,
+        static_pod_path=STATIC_POD_PATH,
+        overrides=overrides,
+    )
     return yaml.safe_dump(document, sort_keys=False)

@@ -24,6 +24,7 @@ from components.common.endpoints import (
     ETCD_CLIENT_PORT,
     ETCD_HEALTH_PORT,
     ETCD_PEER_PORT,
+    LOOPBACK,
     http_url,
     https_url,
 )
@@ -32,8 +33,6 @@ from . import configs, host, objects
 from .pki import Pki, create_pki
 from .processes import ManagedProcess, RigState, log, stop_pid
 from .settings import RIG_BINARIES, RigSettings
-
-LOOPBACK = "127.0.0.1"  # where the rig's control plane listens for its own clients
 
 T = TypeVar("T")
 

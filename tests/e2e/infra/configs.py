@@ -1,13 +1,26 @@
 """Config files of the rig's components, each built by a small pure function.
 
-Structured configs are returned as dicts and written as JSON (valid YAML for every consumer);
-Corefile, containerd's TOML and resolv.conf are returned as text.
+The kubeconfigs, kubelet and kube-proxy configurations and the Corefile come from the program's
+builders (components/common) with the rig's parameters, in the key order of the recorded files
+(tests/unit/test_rig_outputs.py). Structured configs are returned as dicts and written as JSON
+(valid YAML for every consumer); Corefile, containerd's TOML and resolv.conf are returned as
+text.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from components.common import kube_proxy, kubelet
+from components.common.corefile import IngressWildcard
+from components.common.corefile import corefile as shared_corefile
+from components.common.endpoints import (
+    KUBE_PROXY_HEALTHZ_PORT,
+    KUBE_PROXY_METRICS_PORT,
+    KUBELET_PORT,
+    LOOPBACK,
+    host_port,
+)
 from components.common.kubeconfig import kubeconfig_document
 
 
@@ -36,6 +49,51 @@ def kubeconfig(
     )
 
 
+# This host: cgroup v1 (deprecated, refused by default since 1.35) and no swap (but do not
+# insist on it); a kubelet with a given serving certificate.
+KUBELET_HOST_POLICY = {
+    "serverTLSBootstrap": False,
+    "failCgroupV1": False,
+    "failSwapOn": False,
+    # Nothing can be pulled here: never garbage-collect the imported images.
+    "imageGCHighThresholdPercent": 100,
+    "imageGCLowThresholdPercent": 99,
+    "imageMaximumGCAge": "0s",
+    # A busy or full-ish disk on a test VM must not evict the control plane under test.
+    "evictionHard": {
+        "memory.available": "100Mi",
+        "nodefs.available": "1%",
+        "nodefs.inodesFree": "1%",
+        "imagefs.available": "1%",
+        "imagefs.inodesFree": "1%",
+    },
+    "serializeImagePulls": False,
+    "nodeStatusUpdateFrequency": "5s",
+    "registerNode": True,
+    "maxPods": 110,
+}
+# The key order of the rig's kubelet files (they were recorded so: tests/unit/test_rig_outputs.py).
+KUBELET_KEY_ORDER = (
+    *("apiVersion", "kind", "address", "port", "readOnlyPort", "healthzBindAddress"),
+    *("healthzPort", "authentication", "authorization", "tlsCertFile", "tlsPrivateKeyFile"),
+    *("rotateCertificates", "serverTLSBootstrap", "cgroupDriver", "cgroupRoot", "failCgroupV1"),
+    *("failSwapOn", "clusterDNS", "clusterDomain", "resolvConf", "containerRuntimeEndpoint"),
+    *("podLogsDir", "imageGCHighThresholdPercent", "imageGCLowThresholdPercent"),
+    *("imageMaximumGCAge", "evictionHard", "serializeImagePulls", "nodeStatusUpdateFrequency"),
+    *("registerNode", "maxPods"),
+)
+KUBE_PROXY_KEY_ORDER = (
+    *("apiVersion", "kind", "clientConnection", "hostnameOverride", "mode", "clusterCIDR"),
+    *("healthzBindAddress", "metricsBindAddress", "nodePortAddresses", "conntrack"),
+)
+
+
+def in_order(document: dict, keys: Sequence[str]) -> dict:
+    """The document with `keys` first, in that order (those it has), then its other keys: the
+    shared builders fix their own order, the rig's files keep theirs."""
+    return {**{key: document[key] for key in keys if key in document}, **document}
+
+
 def kubelet_configuration(
     *,
     node_ip: str,
@@ -49,75 +107,52 @@ def kubelet_configuration(
     cgroup_root: str,
     pod_logs_dir: str,
 ) -> dict:
-    return {
-        "apiVersion": "kubelet.config.k8s.io/v1beta1",
-        "kind": "KubeletConfiguration",
-        "address": node_ip,
-        "port": 10250,
-        "readOnlyPort": 0,
-        "healthzBindAddress": "127.0.0.1",
-        "healthzPort": 10248,
-        "authentication": {
-            "anonymous": {"enabled": False},
-            "webhook": {"enabled": True},
-            "x509": {"clientCAFile": client_ca_file},
-        },
-        "authorization": {"mode": "Webhook"},
-        "tlsCertFile": tls_cert_file,
-        "tlsPrivateKeyFile": tls_key_file,
-        "rotateCertificates": False,
-        "serverTLSBootstrap": False,
-        # This host: cgroup v1 (deprecated, refused by default since 1.35), containerd without
-        # the systemd cgroup driver, and no swap (but do not insist on it).
-        "cgroupDriver": "cgroupfs",
-        "cgroupRoot": cgroup_root,
-        "failCgroupV1": False,
-        "failSwapOn": False,
-        "clusterDNS": [cluster_dns],
-        "clusterDomain": cluster_domain,
-        "resolvConf": resolv_conf,
-        "containerRuntimeEndpoint": container_runtime_endpoint,
-        "podLogsDir": pod_logs_dir,
-        # Nothing can be pulled here: never garbage-collect the imported images.
-        "imageGCHighThresholdPercent": 100,
-        "imageGCLowThresholdPercent": 99,
-        "imageMaximumGCAge": "0s",
-        # A busy or full-ish disk on a test VM must not evict the control plane under test.
-        "evictionHard": {
-            "memory.available": "100Mi",
-            "nodefs.available": "1%",
-            "nodefs.inodesFree": "1%",
-            "imagefs.available": "1%",
-            "imagefs.inodesFree": "1%",
-        },
-        "serializeImagePulls": False,
-        "nodeStatusUpdateFrequency": "5s",
-        "registerNode": True,
-        "maxPods": 110,
-    }
+    """The rig's kubelets: the shared builder with this host's settings, in the order of the
+    recorded files."""
+    document = kubelet.kubelet_configuration(
+        cluster_dns=cluster_dns,
+        cluster_domain=cluster_domain,
+        client_ca_file=client_ca_file,
+        # This host: containerd without the systemd cgroup driver.
+        cgroup_driver="cgroupfs",
+        rotate_certificates=False,
+        address=node_ip,
+        port=KUBELET_PORT,
+        tls_cert_file=tls_cert_file,
+        tls_key_file=tls_key_file,
+        cgroup_root=cgroup_root,
+        resolv_conf=resolv_conf,
+        container_runtime_endpoint=container_runtime_endpoint,
+        pod_logs_dir=pod_logs_dir,
+        overrides=KUBELET_HOST_POLICY,
+    )
+    return in_order(document, KUBELET_KEY_ORDER)
 
 
 def kube_proxy_configuration(*, kubeconfig_path: str, node_name: str, cluster_cidr: str) -> dict:
-    return {
-        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
-        "kind": "KubeProxyConfiguration",
-        "clientConnection": {"kubeconfig": kubeconfig_path},
-        "hostnameOverride": node_name,
-        "mode": "iptables",
-        "clusterCIDR": cluster_cidr,
-        "healthzBindAddress": "127.0.0.1:10256",
-        "metricsBindAddress": "127.0.0.1:10249",
-        # NodePorts on the node IP only (not on the pod bridge's gateway address).
-        "nodePortAddresses": ["primary"],
-        # Zeros mean "leave the sysctl alone": the conntrack table size and timeouts are
-        # host-global or not writable from a network namespace.
-        "conntrack": {
-            "maxPerCore": 0,
-            "min": 0,
-            "tcpEstablishedTimeout": "0s",
-            "tcpCloseWaitTimeout": "0s",
+    """The rig's kube-proxy: the shared builder, with its probes on loopback, in the order of
+    the recorded file."""
+    document = kube_proxy.kube_proxy_configuration(
+        kubeconfig_path=kubeconfig_path,
+        cluster_cidr=cluster_cidr,
+        mode="iptables",
+        hostname_override=node_name,
+        healthz_bind_address=host_port(LOOPBACK, KUBE_PROXY_HEALTHZ_PORT),
+        metrics_bind_address=host_port(LOOPBACK, KUBE_PROXY_METRICS_PORT),
+        overrides={
+            # NodePorts on the node IP only (not on the pod bridge's gateway address).
+            "nodePortAddresses": ["primary"],
+            # Zeros mean "leave the sysctl alone": the conntrack table size and timeouts are
+            # host-global or not writable from a network namespace.
+            "conntrack": {
+                "maxPerCore": 0,
+                "min": 0,
+                "tcpEstablishedTimeout": "0s",
+                "tcpCloseWaitTimeout": "0s",
+            },
         },
-    }
+    )
+    return in_order(document, KUBE_PROXY_KEY_ORDER)
 
 
 def corefile(
@@ -126,40 +161,19 @@ def corefile(
     """Cluster names from the Kubernetes API; every name under ingress_domain is ingress_ip (a
     wildcard A record, as a real ingress set-up would have); every other name is NXDOMAIN.
 
-    There is deliberately no `forward` plugin: nothing in the rig may query an outside resolver.
+    There is deliberately no upstream (no `forward` plugin): nothing in the rig may query an
+    outside resolver.
     """
-    return f"""\
-{cluster_domain}:53 in-addr.arpa:53 ip6.arpa:53 {{
-    bind {bind_ip}
-    errors
-    health 127.0.0.1:8080
-    ready 127.0.0.1:8181
-    kubernetes {cluster_domain} in-addr.arpa ip6.arpa {{
-        kubeconfig {kubeconfig_path}
-        pods insecure
-        ttl 5
-    }}
-    cache 5
-}}
-{ingress_domain}:53 {{
-    bind {bind_ip}
-    errors
-    template IN A {ingress_domain} {{
-        answer "{{{{ .Name }}}} 5 IN A {ingress_ip}"
-    }}
-    # Other types (AAAA, ...): the name exists, without records of that type.
-    template ANY ANY {ingress_domain} {{
-        rcode NOERROR
-    }}
-}}
-.:53 {{
-    bind {bind_ip}
-    errors
-    template ANY ANY {{
-        rcode NXDOMAIN
-    }}
-}}
-"""
+    return shared_corefile(
+        cluster_domain=cluster_domain,
+        upstream=None,
+        ttl=5,
+        bind=bind_ip,
+        kubeconfig=kubeconfig_path,
+        health_address=host_port(LOOPBACK, 8080),
+        ready_address=host_port(LOOPBACK, 8181),
+        ingress=IngressWildcard(domain=ingress_domain, address=ingress_ip),
+    )
 
 
 def traefik_configuration(
