@@ -181,7 +181,8 @@ _ENVIRONMENT_VARIABLES = {
     "persistent_volume_count": "RIG_PERSISTENT_VOLUMES",
 }
 
-# The binaries the rig runs from the bin dir, in start order (containerd and runc come from the OS).
+# The binaries the rig runs from the bin dir, in start order (containerd and runc come from the OS),
+# and crane, which writes the images.
 RIG_BINARIES = (
     "etcd",
     "kube-apiserver",
@@ -192,4 +193,5 @@ RIG_BINARIES = (
     "coredns",
     "traefik",
     "kubectl",
+    "crane",
 )

@@ -57,7 +57,7 @@ from .processes import PR_SET_PDEATHSIG, ManagedProcess, log, stop_pid
 from .settings import RigSettings
 
 if TYPE_CHECKING:
-    from tests.e2e.images.oci import ImageFile
+    from tests.e2e.images.layer import ImageFile
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = Path("/run/netns")
@@ -198,7 +198,7 @@ def shared_libraries(binary: Path) -> list[Path]:
 
 def _add_with_libraries(files: dict[str, ImageFile], path: str, binary: Path) -> None:
     """`binary` at `path` in the image, and every library it links at the host's paths."""
-    from tests.e2e.images.oci import ImageFile
+    from tests.e2e.images.layer import ImageFile
 
     files[path] = ImageFile.from_host(path, binary.resolve())
     for library in shared_libraries(binary):
@@ -218,7 +218,7 @@ def iptables_image_files() -> list[ImageFile]:
     """iptables (nf_tables backend) for the kube-proxy image, at the host's paths: the multi
     binary and its command links, every library it and the xtables modules link, and the
     modules themselves (`XTABLES_LIBDIR`, compiled into libxtables)."""
-    from tests.e2e.images.oci import ImageFile
+    from tests.e2e.images.layer import ImageFile
 
     files: dict[str, ImageFile] = {}
     for binary in [IPTABLES_MULTI, *sorted(XTABLES_MODULES_DIR.glob("*.so"))]:
