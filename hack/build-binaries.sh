@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the binaries the e2e rig and the tenant images need, from the Go module proxy only:
 #   kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl kubeadm
-#   etcd etcdctl pause coredns proxy-server proxy-agent traefik kube-router
+#   etcd etcdctl pause coredns proxy-server proxy-agent traefik kube-router crane
 # into ${K8S_ON_K8S_CACHE:-/var/cache/k8s-on-k8s}/<version>/bin (outside the work tree).
 #
 # Usage: hack/build-binaries.sh [K8S_VERSION]   (only v1.37.2: the wrapper go.mod pins it)
@@ -27,6 +27,10 @@ readonly TRAEFIK_MODULE="github.com/traefik/traefik/v3"
 # service proxy, which the rig does not run.
 readonly KUBE_ROUTER_VERSION="v2.1.0"
 readonly KUBE_ROUTER_MODULE="github.com/cloudnativelabs/kube-router/v2"
+# go-containerregistry's crane, which writes the e2e images (tests/e2e/images/build.py); pinned
+# by its wrapper go.mod.
+readonly CRANE_VERSION="v0.22.1"
+readonly CRANE_MODULE="github.com/google/go-containerregistry"
 # Stands in for the fork of it that Traefik's go.mod names and the module proxy refuses.
 readonly GO_HTTP_AUTH="github.com/abbot/go-http-auth@v0.4.0"
 
@@ -70,12 +74,13 @@ version_command() { # name
   esac
 }
 
-# Prints what identifies a binary's version. proxy-server and proxy-agent have no version flag:
+# Prints what identifies a binary's version. proxy-server and proxy-agent have no version flag,
+# and crane's prints the module version only:
 # check that they run (--help) and print the module versions Go embeds in every binary.
 version_output() { # name
   local binary="${bin_dir}/$1"
   case "$1" in
-    proxy-server | proxy-agent)
+    proxy-server | proxy-agent | crane)
       "${binary}" --help >/dev/null 2>&1 && go version -m "${binary}"
       ;;
     *)
@@ -214,6 +219,10 @@ build traefik "${TRAEFIK_VERSION#v}" "${traefik_work_dir}/traefik" ./cmd/traefik
 build kube-router "${KUBE_ROUTER_VERSION}" "${build_dir}/kube-router" \
   "${KUBE_ROUTER_MODULE}/cmd/kube-router" \
   "-X ${KUBE_ROUTER_MODULE}/pkg/version.Version=${KUBE_ROUTER_VERSION}"
+
+# --- crane ------------------------------------------------------------------------------------
+build crane "${CRANE_MODULE}"$'\t'"${CRANE_VERSION}" "${build_dir}/crane" \
+  "${CRANE_MODULE}/cmd/crane" ""
 
 log "all binaries ready in ${bin_dir} (total $((SECONDS - total_started))s)"
 ls -l "${bin_dir}"

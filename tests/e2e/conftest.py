@@ -48,7 +48,6 @@ from tests.e2e.tenant import (  # noqa: E402
 # also run in `make unit` (pyproject.toml's testpaths).
 MODULE_ORDER = (
     "images/test_build.py",
-    "images/test_oci.py",
     "infra/test_rig_units.py",
     "test_e2e_units.py",
     "test_doubles_engine.py",

@@ -1,5 +1,6 @@
 """The rig's files stay byte for byte what they were while its builders are shared with the
-program (components/common): kubeconfigs, kubelet and kube-proxy configurations, Corefile."""
+program (components/common): kubelet and kube-proxy configurations, Corefile; and the kubeadm
+configuration the rig's PKI and kubeconfigs are made from."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Local OCI images for the e2e rig (built from hack/build-binaries.sh output)."""
+"""Local images for the e2e rig, written by crane from hack/build-binaries.sh output."""

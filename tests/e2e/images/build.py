@@ -2,19 +2,31 @@
 
     python -m tests.e2e.images.build --bin-dir /var/cache/k8s-on-k8s/v1.37.2/bin --out-dir DIR
 
-writes one OCI image-layout tar per image into DIR (skipping those already up to date) and prints
+writes one image tarball per image into DIR (skipping those already up to date) and prints
 `reference<TAB>tar path` per image. Import them with `ctr -n k8s.io images import TAR`.
+
+go-containerregistry's `crane` (built into the bin dir by hack/build-binaries.sh) makes each
+image from one layer tar (layer.py): `crane append` onto the empty image, `crane mutate` for the
+platform, entrypoint, user, environment and working directory, written as a `docker save`
+tarball named after the image's reference. crane edits images in a registry only, so it runs
+against a registry of its own (`crane registry serve`) on 127.0.0.1, with a random port and its
+blobs in a temporary directory, for the time of one build.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import re
+import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import oci
+from . import layer
 
 REGISTRY = "registry.k8s.io"
 KUBERNETES_VERSION = "v1.37.2"
@@ -25,6 +37,7 @@ COREDNS_VERSION = "v1.14.6"
 # Upstream tags its images with the module version: kas-network-proxy/proxy-server:v0.36.0.
 KONNECTIVITY_VERSION = "v0.36.0"
 CAP_NET_BIND_SERVICE = 10
+PLATFORM = "linux/amd64"
 
 
 @dataclass(frozen=True)
@@ -41,8 +54,16 @@ class ImageSpec:
     @property
     def tar_name(self) -> str:
         """'registry.k8s.io/coredns/coredns:v1.14.6' -> 'coredns_coredns_v1.14.6.tar'."""
-        repository, tag = oci.split_reference(self.reference)
+        repository, tag = split_reference(self.reference)
         return f"{repository.removeprefix(REGISTRY + '/').replace('/', '_')}_{tag}.tar"
+
+
+def split_reference(reference: str) -> tuple[str, str]:
+    """'registry.k8s.io/etcd:3.7.0-0' -> ('registry.k8s.io/etcd', '3.7.0-0')."""
+    repository, separator, tag = reference.rpartition(":")
+    if not separator or "/" in tag:
+        raise ValueError(f"image reference needs an explicit tag: {reference!r}")
+    return repository, tag
 
 
 def _kubernetes_image(name: str) -> ImageSpec:
@@ -75,21 +96,21 @@ IMAGES: tuple[ImageSpec, ...] = (
         entrypoint=["/coredns"],
         # As upstream: non-root, with `setcap cap_net_bind_service=+ep /coredns` so it can
         # listen on port 53.
-        user=f"{oci.NONROOT_UID}:{oci.NONROOT_UID}",
-        xattrs={"/coredns": (oci.file_capability(CAP_NET_BIND_SERVICE),)},
+        user=f"{layer.NONROOT_UID}:{layer.NONROOT_UID}",
+        xattrs={"/coredns": (layer.file_capability(CAP_NET_BIND_SERVICE),)},
     ),
     # As upstream (distroless static, nonroot): the binary at the root, run as the entrypoint.
     ImageSpec(
         reference=f"{REGISTRY}/kas-network-proxy/proxy-server:{KONNECTIVITY_VERSION}",
         binaries={"/proxy-server": "proxy-server"},
         entrypoint=["/proxy-server"],
-        user=f"{oci.NONROOT_UID}:{oci.NONROOT_UID}",
+        user=f"{layer.NONROOT_UID}:{layer.NONROOT_UID}",
     ),
     ImageSpec(
         reference=f"{REGISTRY}/kas-network-proxy/proxy-agent:{KONNECTIVITY_VERSION}",
         binaries={"/proxy-agent": "proxy-agent"},
         entrypoint=["/proxy-agent"],
-        user=f"{oci.NONROOT_UID}:{oci.NONROOT_UID}",
+        user=f"{layer.NONROOT_UID}:{layer.NONROOT_UID}",
     ),
 )
 
@@ -120,21 +141,114 @@ def _is_up_to_date(tar_path: Path, inputs: Sequence[Path]) -> bool:
     return all(path.stat().st_mtime_ns <= built_at for path in inputs)
 
 
+def crane_path(bin_dir: Path) -> Path:
+    crane = bin_dir / "crane"
+    if not crane.is_file():
+        raise FileNotFoundError(f"{crane} is missing: run hack/build-binaries.sh first")
+    return crane
+
+
+def _crane(crane: Path, *args: str) -> None:
+    result = subprocess.run(
+        [str(crane), *args], capture_output=True, text=True, check=False, timeout=600
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"crane {' '.join(args)} failed:\n{result.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def loopback_registry(crane: Path, scratch: Path, timeout: float = 30.0) -> Iterator[str]:
+    """`crane registry serve` on 127.0.0.1 (a free port), blobs under scratch; yields host:port.
+
+    Its log (one line per request) goes to a file: a pipe nobody reads would block it.
+    """
+    log_path = scratch / "registry.log"
+    (scratch / "registry").mkdir()
+    with log_path.open("wb") as log_file:
+        server = subprocess.Popen(
+            [
+                str(crane),
+                "registry",
+                "serve",
+                "--address=127.0.0.1:0",
+                f"--disk={scratch / 'registry'}",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while not (port := re.search(rb"serving on port (\d+)", log_path.read_bytes())):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"crane registry did not start: {log_path.read_text()}")
+            time.sleep(0.05)
+        yield f"127.0.0.1:{int(port.group(1))}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def write_image(
+    crane: Path,
+    out_path: Path,
+    spec: ImageSpec,
+    files: Sequence[layer.ImageFile],
+) -> None:
+    """Writes the image tarball of spec with `files` as its only layer (add base_files()).
+
+    Written next to out_path and renamed into place: readers never see a half-written image.
+    """
+    _, tag = split_reference(spec.reference)
+    if any("," in argument for argument in spec.entrypoint):
+        raise ValueError(f"crane takes the entrypoint comma-separated: {spec.entrypoint}")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".image-") as scratch_name:
+        scratch = Path(scratch_name)
+        layer_path = scratch / "layer.tar"
+        with layer_path.open("wb") as layer_stream:
+            layer.write_layer(files, layer_stream)
+        partial_path = scratch / "image.tar"
+        with loopback_registry(crane, scratch) as registry:
+            staged = f"{registry}/staged:{tag}"
+            _crane(crane, "append", "--oci-empty-base", f"--new_layer={layer_path}", "-t", staged)
+            mutate = [
+                "mutate",
+                staged,
+                f"--set-platform={PLATFORM}",
+                f"--env=PATH={layer.DEFAULT_PATH}",
+                "--workdir=/",
+                f"--tag={spec.reference}",
+                f"--output={partial_path}",
+            ]
+            if spec.entrypoint:
+                mutate.append(f"--entrypoint={','.join(spec.entrypoint)}")
+            if spec.user:
+                mutate.append(f"--user={spec.user}")
+            _crane(crane, *mutate)
+        partial_path.replace(out_path)
+
+
 def build_image(
     spec: ImageSpec,
     bin_dir: Path,
     out_dir: Path,
-    extra_files: Sequence[oci.ImageFile] = (),
+    extra_files: Sequence[layer.ImageFile] = (),
 ) -> Path:
     """Builds one image tar unless it is up to date; returns its path."""
-    files = oci.base_files()
-    inputs = [Path(oci.__file__), Path(__file__)]
+    crane = crane_path(bin_dir)
+    files = layer.base_files()
+    inputs = [Path(layer.__file__), Path(__file__), crane]
     for image_path, binary_name in sorted(spec.binaries.items()):
         source = bin_dir / binary_name
         if not source.is_file():
             raise FileNotFoundError(f"{source} is missing: run hack/build-binaries.sh first")
         files.append(
-            oci.ImageFile.from_host(image_path, source, xattrs=spec.xattrs.get(image_path, ()))
+            layer.ImageFile.from_host(image_path, source, xattrs=spec.xattrs.get(image_path, ()))
         )
         inputs.append(source)
     files.extend(extra_files)
@@ -142,19 +256,19 @@ def build_image(
 
     tar_path = out_dir / spec.tar_name
     if not _is_up_to_date(tar_path, inputs):
-        oci.write_image(tar_path, spec.reference, files, entrypoint=spec.entrypoint, user=spec.user)
+        write_image(crane, tar_path, spec, files)
     return tar_path
 
 
 def build_all(
     bin_dir: str | Path,
     out_dir: str | Path,
-    extra_files: Mapping[str, Sequence[oci.ImageFile]] | None = None,
+    extra_files: Mapping[str, Sequence[layer.ImageFile]] | None = None,
 ) -> list[tuple[str, Path]]:
     """Builds every image; returns [(reference, tar path)].
 
     `extra_files` adds files to images by reference, e.g. iptables for kube-proxy:
-    {"registry.k8s.io/kube-proxy:v1.37.2": [oci.ImageFile.from_host("/usr/sbin/iptables", ...)]}.
+    {"registry.k8s.io/kube-proxy:v1.37.2": [layer.ImageFile.from_host("/usr/sbin/iptables", ...)]}.
     Changing only extra files that have no host source (literal content) needs a rebuild by
     deleting the tar.
     """

@@ -30,9 +30,9 @@ from components.common.endpoints import (
 )
 
 from . import configs, host, objects
-from .pki import Pki, create_pki
+from .pki import APISERVER_KUBELET_CLIENT, Pki, create_pki
 from .processes import ManagedProcess, RigState, log, stop_pid
-from .settings import RIG_BINARIES, RigSettings
+from .settings import RIG_BINARIES, NodeLayout, RigSettings
 
 T = TypeVar("T")
 
@@ -110,11 +110,75 @@ def _nameservers(resolv_conf: Path) -> list[str]:
     return [line.split()[1] for line in lines if line.startswith("nameserver ")]
 
 
+def node_kubelet_configuration(
+    node: NodeLayout,
+    *,
+    node_ip: str,
+    client_ca_file: str,
+    cluster_dns: str,
+    cluster_domain: str,
+    cgroup_root: str,
+) -> dict:
+    """The kubelet's configuration on a node of the rig (the rig node, a tenant worker): its
+    files in the node's layout, and no serving certificate: the kubelet makes a self-signed one
+    in its --cert-dir, as on a kubeadm node."""
+    config = configs.kubelet_configuration(
+        node_ip=node_ip,
+        client_ca_file=client_ca_file,
+        tls_cert_file="",
+        tls_key_file="",
+        cluster_dns=cluster_dns,
+        cluster_domain=cluster_domain,
+        resolv_conf=str(node.resolv_conf),
+        container_runtime_endpoint=f"unix://{node.containerd_socket}",
+        cgroup_root=cgroup_root,
+        pod_logs_dir=str(node.pod_logs_dir),
+    )
+    del config["tlsCertFile"], config["tlsPrivateKeyFile"]
+    return config
+
+
+def node_containerd_config(node: NodeLayout, *, sandbox_image: str, cni_bin_dir: Path) -> str:
+    """A node's private containerd: root, state, socket, runc and CNI files in its layout."""
+    return configs.containerd_config(
+        root=str(node.containerd_root),
+        state=str(node.containerd_state),
+        socket=str(node.containerd_socket),
+        sandbox_image=sandbox_image,
+        cni_bin_dir=str(cni_bin_dir),
+        cni_conf_dir=str(node.cni_conf_dir),
+        runc_root=str(node.runc_root),
+    )
+
+
+def node_kubelet_command(
+    kubelet: Path, node: NodeLayout, *, node_name: str, node_ip: str, kubeconfig_flags: list[str]
+) -> list[str]:
+    """A node's kubelet: its configuration, root and certificate directories in its layout."""
+    return [
+        str(kubelet),
+        *kubeconfig_flags,
+        f"--config={node.kubelet_config}",
+        f"--root-dir={node.kubelet_root_dir}",
+        # Default /var/lib/kubelet/pki whatever --root-dir says: keep it ours.
+        f"--cert-dir={node.kubelet_pki_dir}",
+        f"--hostname-override={node_name}",
+        f"--node-ip={node_ip}",
+        "--v=1",
+    ]
+
+
+def node_containerd_command(node: NodeLayout) -> list[str]:
+    return [shutil.which("containerd") or "containerd", "--config", str(node.containerd_config)]
+
+
 def component_commands(settings: RigSettings, pki: Pki) -> dict[str, list[str]]:
     """The command line of every rig process, in start order."""
     s = settings
     config = s.config_dir
-    kubeconfigs = s.config_dir
+    # kubeadm's kubeconfig phase names them (pki.py).
+    controller_manager_kubeconfig = config / "controller-manager.conf"
+    scheduler_kubeconfig = config / "scheduler.conf"
     etcd = http_url(LOOPBACK, ETCD_CLIENT_PORT)
     peer = http_url(LOOPBACK, ETCD_PEER_PORT)
     return {
@@ -144,7 +208,6 @@ def component_commands(settings: RigSettings, pki: Pki) -> dict[str, list[str]]:
             f"--tls-private-key-file={pki.key('apiserver')}",
             f"--kubelet-client-certificate={pki.cert('apiserver-kubelet-client')}",
             f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
-            f"--kubelet-certificate-authority={pki.ca_cert}",
             "--kubelet-preferred-address-types=InternalIP",
             "--authorization-mode=Node,RBAC",
             # PodSecurity is on by default; NodeRestriction as kubeadm enables it.
@@ -166,9 +229,9 @@ def component_commands(settings: RigSettings, pki: Pki) -> dict[str, list[str]]:
         ],
         "kube-controller-manager": [
             str(s.binary("kube-controller-manager")),
-            f"--kubeconfig={kubeconfigs / 'controller-manager.kubeconfig'}",
-            f"--authentication-kubeconfig={kubeconfigs / 'controller-manager.kubeconfig'}",
-            f"--authorization-kubeconfig={kubeconfigs / 'controller-manager.kubeconfig'}",
+            f"--kubeconfig={controller_manager_kubeconfig}",
+            f"--authentication-kubeconfig={controller_manager_kubeconfig}",
+            f"--authorization-kubeconfig={controller_manager_kubeconfig}",
             "--bind-address=127.0.0.1",
             f"--client-ca-file={pki.ca_cert}",
             f"--root-ca-file={pki.ca_cert}",
@@ -187,27 +250,21 @@ def component_commands(settings: RigSettings, pki: Pki) -> dict[str, list[str]]:
         ],
         "kube-scheduler": [
             str(s.binary("kube-scheduler")),
-            f"--kubeconfig={kubeconfigs / 'scheduler.kubeconfig'}",
-            f"--authentication-kubeconfig={kubeconfigs / 'scheduler.kubeconfig'}",
-            f"--authorization-kubeconfig={kubeconfigs / 'scheduler.kubeconfig'}",
+            f"--kubeconfig={scheduler_kubeconfig}",
+            f"--authentication-kubeconfig={scheduler_kubeconfig}",
+            f"--authorization-kubeconfig={scheduler_kubeconfig}",
             "--bind-address=127.0.0.1",
             "--leader-elect=false",
             "--profiling=false",
         ],
-        "containerd": [
-            shutil.which("containerd") or "containerd",
-            "--config",
-            str(config / "containerd.toml"),
-        ],
-        "kubelet": [
-            str(s.binary("kubelet")),
-            f"--config={config / 'kubelet.json'}",
-            f"--kubeconfig={kubeconfigs / 'kubelet.kubeconfig'}",
-            f"--root-dir={s.kubelet_root_dir}",
-            f"--hostname-override={s.node_name}",
-            f"--node-ip={s.node_ip}",
-            "--v=1",
-        ],
+        "containerd": node_containerd_command(s.node),
+        "kubelet": node_kubelet_command(
+            s.binary("kubelet"),
+            s.node,
+            node_name=s.node_name,
+            node_ip=s.node_ip,
+            kubeconfig_flags=[f"--kubeconfig={s.node.kubelet_kubeconfig}"],
+        ),
         "kube-proxy": [
             str(s.binary("kube-proxy")),
             f"--config={config / 'kube-proxy.json'}",
@@ -252,56 +309,24 @@ def write_text(path: Path, text: str, mode: int = 0o644) -> None:
 
 
 def write_config_files(settings: RigSettings, pki: Pki) -> None:
-    """Kubeconfigs, component configs, resolv.conf files; all derived from settings + PKI."""
+    """Component configs and resolv.conf files, derived from settings + PKI (the kubeconfigs
+    are kubeadm's: pki.create_pki)."""
     s = settings
-    ca_pem = pki.ca_cert.read_bytes()
-
-    def client_kubeconfig(stem: str, user: str, server: str, namespace: str | None = None):
-        return configs.kubeconfig(
-            cluster_name="k8s-on-k8s-rig",
-            server=server,
-            ca_pem=ca_pem,
-            user_name=user,
-            client_cert_pem=pki.cert(stem).read_bytes(),
-            client_key_pem=pki.key(stem).read_bytes(),
-            namespace=namespace,
-        )
-
-    local = https_url(LOOPBACK, API_SERVER_PORT)
-    # Secrets inside (client keys): 0600.
-    write_json(s.admin_kubeconfig, client_kubeconfig("admin", "rig-admin", s.apiserver_url), 0o600)
     write_json(
-        s.tenant_kubeconfig,
-        client_kubeconfig(s.tenant_user, s.tenant_user, s.apiserver_url, s.tenant_namespace),
-        0o600,
-    )
-    for stem, user in (
-        ("controller-manager", "system:kube-controller-manager"),
-        ("scheduler", "system:kube-scheduler"),
-        ("kubelet", f"system:node:{s.node_name}"),
-        ("kube-proxy", "system:kube-proxy"),
-    ):
-        write_json(s.config_dir / f"{stem}.kubeconfig", client_kubeconfig(stem, user, local), 0o600)
-
-    write_json(
-        s.config_dir / "kubelet.json",
-        configs.kubelet_configuration(
+        s.node.kubelet_config,
+        node_kubelet_configuration(
+            s.node,
             node_ip=s.node_ip,
             client_ca_file=str(pki.ca_cert),
-            tls_cert_file=str(pki.cert("kubelet-server")),
-            tls_key_file=str(pki.key("kubelet-server")),
             cluster_dns=s.dns_ip,
             cluster_domain=s.cluster_domain,
-            resolv_conf=str(s.pod_resolv_conf),
-            container_runtime_endpoint=f"unix://{s.containerd_socket}",
             cgroup_root=s.cgroup_root,
-            pod_logs_dir=str(s.pod_logs_dir),
         ),
     )
     write_json(
         s.config_dir / "kube-proxy.json",
         configs.kube_proxy_configuration(
-            kubeconfig_path=str(s.config_dir / "kube-proxy.kubeconfig"),
+            kubeconfig_path=str(s.kube_proxy_kubeconfig),
             node_name=s.node_name,
             cluster_cidr=s.cluster_cidr,
         ),
@@ -329,16 +354,8 @@ def write_config_files(settings: RigSettings, pki: Pki) -> None:
         ),
     )
     write_text(
-        s.config_dir / "containerd.toml",
-        configs.containerd_config(
-            root=str(s.containerd_root),
-            state=str(s.containerd_state),
-            socket=str(s.containerd_socket),
-            sandbox_image=s.pause_image,
-            cni_bin_dir=str(s.cni_bin_dir),
-            cni_conf_dir=str(s.cni_conf_dir),
-            runc_root=str(s.run_dir / "runc"),
-        ),
+        s.node.containerd_config,
+        node_containerd_config(s.node, sandbox_image=s.pause_image, cni_bin_dir=s.cni_bin_dir),
     )
     # Pods with dnsPolicy Default get this; ClusterFirst pods get clusterDNS + search paths.
     write_text(s.pod_resolv_conf, configs.resolv_conf(nameserver=s.dns_ip))
@@ -624,6 +641,8 @@ class InfraCluster:
             watch=[etcd, apiserver],
         )
         log("kube-apiserver is ready")
+        # kubeadm's binding: the apiserver's kubelet client (no group) may use the kubelet API.
+        self.apply(objects.kubelet_api_admin_binding(APISERVER_KUBELET_CLIENT))
         self._launch("kube-controller-manager", commands["kube-controller-manager"])
         self._launch("kube-scheduler", commands["kube-scheduler"])
 

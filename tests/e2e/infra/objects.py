@@ -81,6 +81,22 @@ def namespace_admin_binding(*, namespace: str, user: str) -> dict:
     }
 
 
+def kubelet_api_admin_binding(user: str) -> dict:
+    """kubeadm's `kubeadm:apiserver-kubelet-client`: the apiserver's client certificate for the
+    kubelets (a user without a group) gets the built-in system:kubelet-api-admin role."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "kubeadm:apiserver-kubelet-client"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "system:kubelet-api-admin",
+        },
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }
+
+
 def ingress_class(*, name: str, controller: str) -> dict:
     """The class the program's Ingress names (`nginx`), served by the rig's Traefik, whose
     ingress-nginx provider claims the classes of ingress-nginx's controller value."""

@@ -1,194 +1,121 @@
-"""The infra cluster's PKI: one CA, serving certs, client certs and the service-account key pair.
+"""The infra cluster's certificates and kubeconfigs, made by the kubeadm the rig already builds.
 
-ECDSA P-256 everywhere: every Kubernetes component accepts it and it is fast to generate.
+    kubeadm init phase certs {ca,apiserver,apiserver-kubelet-client,front-proxy-ca,
+                              front-proxy-client,sa} --config kubeadm.json
+    kubeadm init phase kubeconfig {controller-manager,scheduler,kubelet} --config kubeadm.json
+    kubeadm kubeconfig user --client-name … [--org …]   (the rig admin, kube-proxy, the tenant user)
+
+ECDSA P-256 (kubeadm's `ECDSA-P256`), 30 days for CAs and leaves. kubeadm's file names
+(`apiserver.crt`, `controller-manager.conf`, …); no etcd certificates (the rig's etcd listens on
+loopback over plain HTTP). As on a kubeadm node, the kubelet makes its own serving certificate.
 """
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
+import base64
+import json
 import os
-from collections.abc import Sequence
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+import yaml
+
+from components.common.endpoints import API_SERVER_PORT, LOOPBACK
 
 from .settings import RigSettings
 
-VALIDITY = datetime.timedelta(days=30)
-# Backdated so a cert is valid even if clocks disagree by a few minutes.
-BACKDATE = datetime.timedelta(hours=1)
+CLUSTER_NAME = "k8s-on-k8s-rig"
+VALIDITY = "720h"
+CERTIFICATE_PHASES = (
+    "ca",
+    "apiserver",
+    "apiserver-kubelet-client",
+    "front-proxy-ca",
+    "front-proxy-client",
+    "sa",
+)
+KUBECONFIG_PHASES = ("controller-manager", "scheduler", "kubelet")
+# kubeadm's name for the user its apiserver-kubelet-client certificate names (no group): the
+# rig binds it to system:kubelet-api-admin as kubeadm does (objects.apiserver_kubelet_client).
+APISERVER_KUBELET_CLIENT = "kube-apiserver-kubelet-client"
+ADMIN_USER = "rig-admin"
+KUBE_PROXY_USER = "system:kube-proxy"
 
 
 @dataclass(frozen=True)
-class KeyPair:
-    key: ec.EllipticCurvePrivateKey
-    certificate: x509.Certificate
+class KubeconfigUser:
+    """A kubeconfig with a client certificate that `kubeadm kubeconfig user` issues."""
 
-    @property
-    def certificate_pem(self) -> bytes:
-        return self.certificate.public_bytes(serialization.Encoding.PEM)
+    client_name: str
+    organizations: tuple[str, ...] = ()
+    namespace: str | None = None
 
-    @property
-    def key_pem(self) -> bytes:
-        return self.key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-
-
-@dataclass(frozen=True)
-class CertificateRequest:
-    """What a leaf certificate says about its holder."""
-
-    common_name: str
-    organizations: Sequence[str] = ()
-    dns_names: Sequence[str] = ()
-    ip_addresses: Sequence[str] = ()
-    server: bool = False
-    client: bool = True
+    def argv(self, kubeadm: Path, config: Path) -> list[str]:
+        return [
+            str(kubeadm),
+            "kubeconfig",
+            "user",
+            f"--config={config}",
+            f"--client-name={self.client_name}",
+            *(f"--org={organization}" for organization in self.organizations),
+            f"--validity-period={VALIDITY}",
+        ]
 
 
-def _name(common_name: str, organizations: Sequence[str] = ()) -> x509.Name:
-    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
-    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-    return x509.Name(attributes)
+def kubeadm_configuration(settings: RigSettings) -> list[dict]:
+    """kubeadm's InitConfiguration and ClusterConfiguration for the rig's PKI.
+
+    The apiserver certificate gets kubeadm's names (kubernetes…, the node name; the Service IP
+    and the advertise address) plus loopback, where the rig's health checks connect.
+    """
+    s = settings
+    return [
+        {
+            "apiVersion": "kubeadm.k8s.io/v1beta4",
+            "kind": "InitConfiguration",
+            "localAPIEndpoint": {"advertiseAddress": s.node_ip, "bindPort": API_SERVER_PORT},
+            "nodeRegistration": {"name": s.node_name},
+        },
+        {
+            "apiVersion": "kubeadm.k8s.io/v1beta4",
+            "kind": "ClusterConfiguration",
+            "kubernetesVersion": s.kubernetes_version,
+            "clusterName": CLUSTER_NAME,
+            "certificatesDir": str(s.pki_dir),
+            "encryptionAlgorithm": "ECDSA-P256",
+            "certificateValidityPeriod": VALIDITY,
+            "caCertificateValidityPeriod": VALIDITY,
+            "networking": {"dnsDomain": s.cluster_domain, "serviceSubnet": s.service_cidr},
+            "apiServer": {"certSANs": ["localhost", LOOPBACK]},
+        },
+    ]
 
 
-def new_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
+def kubeadm_config_file(settings: RigSettings) -> Path:
+    return settings.config_dir / "kubeadm.json"
 
 
-def create_ca(common_name: str) -> KeyPair:
-    key = new_key()
-    now = datetime.datetime.now(datetime.UTC)
-    subject = _name(common_name)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_key_usage(signs_certificates=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return KeyPair(key, certificate)
+def kubeadm_config_text(settings: RigSettings) -> str:
+    """kubeadm_configuration as kubeadm reads it: JSON documents (valid YAML) in one
+    multi-document stream."""
+    return "\n---\n".join(json.dumps(d, indent=2) for d in kubeadm_configuration(settings))
 
 
-def _key_usage(*, signs_certificates: bool) -> x509.KeyUsage:
-    """Digital signature for every certificate; certificate and CRL signing for CAs only."""
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=signs_certificates,
-        crl_sign=signs_certificates,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def issue(ca: KeyPair, request: CertificateRequest) -> KeyPair:
-    key = new_key()
-    now = datetime.datetime.now(datetime.UTC)
-    usages = []
-    if request.server:
-        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
-    if request.client:
-        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(request.common_name, request.organizations))
-        .issuer_name(ca.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(signs_certificates=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
-            critical=False,
-        )
-    )
-    alternative_names: list[x509.GeneralName] = [x509.DNSName(n) for n in request.dns_names]
-    alternative_names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in request.ip_addresses]
-    if alternative_names:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(alternative_names), critical=False
-        )
-    return KeyPair(key, builder.sign(ca.key, hashes.SHA256()))
-
-
-def certificate_requests(settings: RigSettings) -> dict[str, CertificateRequest]:
-    """Every leaf the rig needs, by file stem, as kubeadm names them where kubeadm has one."""
-    domain = settings.cluster_domain
-    node = settings.node_name
+def kubeconfig_users(settings: RigSettings) -> dict[Path, KubeconfigUser]:
+    """The kubeconfigs that kubeadm's kubeconfig phase has no name for, by path."""
+    s = settings
     return {
-        "apiserver": CertificateRequest(
-            "kube-apiserver",
-            dns_names=(
-                "kubernetes",
-                "kubernetes.default",
-                "kubernetes.default.svc",
-                f"kubernetes.default.svc.{domain}",
-                "localhost",
-                node,
-            ),
-            ip_addresses=("127.0.0.1", settings.node_ip, settings.kubernetes_service_ip),
-            server=True,
-            client=False,
-        ),
-        "apiserver-kubelet-client": CertificateRequest(
-            "kube-apiserver-kubelet-client", organizations=("system:masters",)
-        ),
-        "admin": CertificateRequest("rig-admin", organizations=("system:masters",)),
-        "controller-manager": CertificateRequest("system:kube-controller-manager"),
-        "scheduler": CertificateRequest("system:kube-scheduler"),
-        "kube-proxy": CertificateRequest("system:kube-proxy"),
-        "kubelet": CertificateRequest(f"system:node:{node}", organizations=("system:nodes",)),
-        # The kubelet's serving cert, signed by the CA so the apiserver can verify it.
-        "kubelet-server": CertificateRequest(
-            f"system:node:{node}",
-            dns_names=(node, "localhost"),
-            ip_addresses=(settings.node_ip, "127.0.0.1"),
-            server=True,
-            client=False,
-        ),
+        s.admin_kubeconfig: KubeconfigUser(ADMIN_USER, ("system:masters",)),
+        s.kube_proxy_kubeconfig: KubeconfigUser(KUBE_PROXY_USER),
         # A client-cert user with no group: its only rights come from a RoleBinding.
-        settings.tenant_user: CertificateRequest(settings.tenant_user),
+        s.tenant_kubeconfig: KubeconfigUser(s.tenant_user, namespace=s.tenant_namespace),
     }
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Created with the final mode so a key is never readable by others, not even briefly.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as file:
-        file.write(data)
-    os.chmod(path, mode)
-
-
-def write_key_pair(directory: Path, stem: str, pair: KeyPair) -> None:
-    _write(directory / f"{stem}.crt", pair.certificate_pem, 0o644)
-    _write(directory / f"{stem}.key", pair.key_pem, 0o600)
 
 
 @dataclass(frozen=True)
 class Pki:
-    """The files of the PKI on disk."""
+    """The files of the PKI on disk (kubeadm's names)."""
 
     directory: Path
 
@@ -215,38 +142,62 @@ class Pki:
         return self.directory / "sa.key"
 
 
+def _kubeadm(argv: list[str]) -> str:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed:\n{result.stderr.strip()}")
+    return result.stdout
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Created 0600 so a key is never readable by others, not even briefly."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+    os.chmod(path, 0o600)
+
+
+def with_namespace(kubeconfig: str, namespace: str) -> str:
+    """The kubeconfig with `namespace` as its current context's default namespace."""
+    config = yaml.safe_load(kubeconfig)
+    for context in config["contexts"]:
+        if context["name"] == config["current-context"]:
+            context["context"]["namespace"] = namespace
+    return yaml.safe_dump(config, sort_keys=False)
+
+
 def create_pki(settings: RigSettings) -> Pki:
-    """Writes a fresh PKI to settings.pki_dir and returns where its files are."""
-    pki = Pki(settings.pki_dir)
-    settings.pki_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(settings.pki_dir, 0o700)
-    ca = create_ca("k8s-on-k8s-rig-ca")
-    write_key_pair(pki.directory, "ca", ca)
-    for stem, request in certificate_requests(settings).items():
-        write_key_pair(pki.directory, stem, issue(ca, request))
-    # The aggregation layer's own CA, as kubeadm sets it up (controllers read it at start).
-    front_proxy_ca = create_ca("front-proxy-ca")
-    write_key_pair(pki.directory, "front-proxy-ca", front_proxy_ca)
-    write_key_pair(
-        pki.directory,
-        "front-proxy-client",
-        issue(front_proxy_ca, CertificateRequest("front-proxy-client")),
-    )
-    service_account_key = new_key()
-    _write(
-        pki.service_account_private_key,
-        service_account_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        0o600,
-    )
-    _write(
-        pki.service_account_public_key,
-        service_account_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ),
-        0o644,
-    )
+    """Writes a fresh PKI to settings.pki_dir and the kubeconfigs next to the configs."""
+    s = settings
+    pki = Pki(s.pki_dir)
+    s.pki_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(s.pki_dir, 0o700)
+    config = kubeadm_config_file(s)
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(kubeadm_config_text(s))
+    kubeadm = s.binary("kubeadm")
+    for phase in CERTIFICATE_PHASES:
+        _kubeadm([str(kubeadm), "init", "phase", "certs", phase, f"--config={config}"])
+    for phase in KUBECONFIG_PHASES:
+        _kubeadm(
+            [
+                str(kubeadm),
+                "init",
+                "phase",
+                "kubeconfig",
+                phase,
+                f"--config={config}",
+                f"--kubeconfig-dir={s.config_dir}",
+            ]
+        )
+    for path, user in kubeconfig_users(s).items():
+        kubeconfig = _kubeadm(user.argv(kubeadm, config))
+        if user.namespace is not None:
+            kubeconfig = with_namespace(kubeconfig, user.namespace)
+        _write_private(path, kubeconfig.encode())
+    # The admin's certificate as files too, for TLS clients that are not kubectl.
+    admin = yaml.safe_load(s.admin_kubeconfig.read_text())["users"][0]["user"]
+    pki.cert("admin").write_bytes(base64.b64decode(admin["client-certificate-data"]))
+    _write_private(pki.key("admin"), base64.b64decode(admin["client-key-data"]))
     return pki

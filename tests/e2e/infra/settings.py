@@ -18,6 +18,79 @@ DEFAULT_CACHE_DIR = Path("/var/cache/k8s-on-k8s") / KUBERNETES_VERSION
 
 
 @dataclass(frozen=True)
+class NodeLayout:
+    """Where one node keeps its kubelet, containerd and CNI files: the rig node and every
+    tenant worker alike, each under its own state (disk) and run (tmpfs) directory."""
+
+    state_dir: Path
+    run_dir: Path
+
+    @property
+    def config_dir(self) -> Path:
+        return self.state_dir / "config"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def kubelet_root_dir(self) -> Path:
+        return self.state_dir / "kubelet"
+
+    @property
+    def kubelet_pki_dir(self) -> Path:
+        """The kubelet's --cert-dir: its self-signed serving certificate, rotated client certs.
+        (Its default is /var/lib/kubelet/pki whatever --root-dir says.)"""
+        return self.kubelet_root_dir / "pki"
+
+    @property
+    def kubelet_config(self) -> Path:
+        return self.config_dir / "kubelet.json"
+
+    @property
+    def kubelet_kubeconfig(self) -> Path:
+        """kubeadm's name: written by kubeadm on the rig node, by the kubelet on a worker."""
+        return self.config_dir / "kubelet.conf"
+
+    @property
+    def pod_logs_dir(self) -> Path:
+        return self.state_dir / "pod-logs"
+
+    @property
+    def resolv_conf(self) -> Path:
+        """The kubelet's resolvConf: the base for pods' /etc/resolv.conf."""
+        return self.config_dir / "resolv.conf"
+
+    @property
+    def containerd_config(self) -> Path:
+        return self.config_dir / "containerd.toml"
+
+    @property
+    def containerd_root(self) -> Path:
+        return self.state_dir / "containerd"
+
+    @property
+    def containerd_state(self) -> Path:
+        return self.run_dir / "containerd"
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.run_dir / "containerd.sock"
+
+    @property
+    def runc_root(self) -> Path:
+        return self.run_dir / "runc"
+
+    @property
+    def cni_conf_dir(self) -> Path:
+        return self.state_dir / "cni" / "net.d"
+
+    @property
+    def cni_ipam_dir(self) -> Path:
+        return self.state_dir / "cni" / "ipam"
+
+
+@dataclass(frozen=True)
 class RigSettings:
     state_dir: Path = Path("/var/lib/k8s-on-k8s-rig")
     # Sockets and containerd's state go to tmpfs-backed /run, kept short for unix socket paths.
@@ -93,18 +166,26 @@ class RigSettings:
         """A name the rig DNS resolves to the ingress controller, e.g. e2e.k8sonk8s.test."""
         return f"{name}.{self.ingress_domain}"
 
-    # Files and directories.
+    @property
+    def kubernetes_version(self) -> str:
+        return KUBERNETES_VERSION
+
+    # Files and directories: the node's (shared with the tenant workers), then the cluster's.
+    @property
+    def node(self) -> NodeLayout:
+        return NodeLayout(self.state_dir, self.run_dir)
+
     @property
     def pki_dir(self) -> Path:
         return self.state_dir / "pki"
 
     @property
     def logs_dir(self) -> Path:
-        return self.state_dir / "logs"
+        return self.node.logs_dir
 
     @property
     def config_dir(self) -> Path:
-        return self.state_dir / "config"
+        return self.node.config_dir
 
     @property
     def admin_kubeconfig(self) -> Path:
@@ -124,32 +205,36 @@ class RigSettings:
         return self.state_dir / "etcd"
 
     @property
+    def kube_proxy_kubeconfig(self) -> Path:
+        return self.config_dir / "kube-proxy.conf"
+
+    @property
     def kubelet_root_dir(self) -> Path:
-        return self.state_dir / "kubelet"
+        return self.node.kubelet_root_dir
 
     @property
     def pod_logs_dir(self) -> Path:
-        return self.state_dir / "pod-logs"
+        return self.node.pod_logs_dir
 
     @property
     def containerd_root(self) -> Path:
-        return self.state_dir / "containerd"
+        return self.node.containerd_root
 
     @property
     def containerd_state(self) -> Path:
-        return self.run_dir / "containerd"
+        return self.node.containerd_state
 
     @property
     def containerd_socket(self) -> Path:
-        return self.run_dir / "containerd.sock"
+        return self.node.containerd_socket
 
     @property
     def cni_conf_dir(self) -> Path:
-        return self.state_dir / "cni" / "net.d"
+        return self.node.cni_conf_dir
 
     @property
     def cni_ipam_dir(self) -> Path:
-        return self.state_dir / "cni" / "ipam"
+        return self.node.cni_ipam_dir
 
     @property
     def persistent_volumes_dir(self) -> Path:
@@ -157,8 +242,7 @@ class RigSettings:
 
     @property
     def pod_resolv_conf(self) -> Path:
-        """The kubelet's resolvConf: the base for pods' /etc/resolv.conf."""
-        return self.config_dir / "resolv.conf"
+        return self.node.resolv_conf
 
     @property
     def netns_resolv_conf(self) -> Path:
@@ -183,7 +267,8 @@ _ENVIRONMENT_VARIABLES = {
     "persistent_volume_count": "RIG_PERSISTENT_VOLUMES",
 }
 
-# The binaries the rig runs from the bin dir, in start order (containerd and runc come from the OS).
+# The binaries the rig runs from the bin dir, in start order (containerd and runc come from the OS),
+# and crane, which writes the images.
 RIG_BINARIES = (
     "etcd",
     "kube-apiserver",
@@ -194,4 +279,5 @@ RIG_BINARIES = (
     "coredns",
     "traefik",
     "kubectl",
+    "crane",
 )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import struct
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -15,9 +18,12 @@ from tests.e2e.infra import configs, dns, host, objects, pki
 from tests.e2e.infra.cluster import (
     component_commands,
     missing_prerequisites,
+    node_containerd_config,
+    node_kubelet_configuration,
     traefik_environment,
 )
-from tests.e2e.infra.settings import RIG_BINARIES, RigSettings
+from tests.e2e.infra.settings import RIG_BINARIES, NodeLayout, RigSettings
+from tests.e2e.infra.worker import WorkerSettings
 
 
 def _subject(certificate: x509.Certificate, oid: x509.ObjectIdentifier) -> list[str]:
@@ -34,30 +40,173 @@ def test_settings_derive_addresses_and_read_environment(tmp_path: Path) -> None:
     assert settings.admin_kubeconfig.parent == tmp_path
 
 
-def test_pki_has_the_identities_kubernetes_expects(tmp_path: Path) -> None:
+def test_kubeadm_configuration_names_the_rigs_pki(tmp_path: Path) -> None:
     settings = RigSettings(state_dir=tmp_path)
+    init, cluster = pki.kubeadm_configuration(settings)
+    assert init["kind"] == "InitConfiguration"
+    assert init["localAPIEndpoint"] == {"advertiseAddress": "10.250.0.1", "bindPort": 6443}
+    assert init["nodeRegistration"] == {"name": "rig-node"}
+    assert cluster["kind"] == "ClusterConfiguration"
+    assert cluster["certificatesDir"] == str(tmp_path / "pki")
+    assert cluster["encryptionAlgorithm"] == "ECDSA-P256"
+    assert cluster["networking"] == {"dnsDomain": "cluster.local", "serviceSubnet": "10.96.0.0/16"}
+    # kubeadm adds the kubernetes… names, the node name, the Service IP and the node IP.
+    assert cluster["apiServer"]["certSANs"] == ["localhost", "127.0.0.1"]
+    assert cluster["kubernetesVersion"] == "v1.37.2"
+
+
+def test_kubeadm_issues_the_extra_users_with_their_groups(tmp_path: Path) -> None:
+    settings = RigSettings(state_dir=tmp_path)
+    users = pki.kubeconfig_users(settings)
+    assert users[settings.admin_kubeconfig] == pki.KubeconfigUser("rig-admin", ("system:masters",))
+    assert users[settings.kube_proxy_kubeconfig] == pki.KubeconfigUser("system:kube-proxy")
+    tenant = users[settings.tenant_kubeconfig]
+    assert (tenant.client_name, tenant.organizations) == ("tenant-admin", ())
+    assert tenant.namespace == "tenant-e2e"
+    argv = users[settings.admin_kubeconfig].argv(Path("/bin/kubeadm"), Path("/c.json"))
+    assert argv == [
+        "/bin/kubeadm",
+        "kubeconfig",
+        "user",
+        "--config=/c.json",
+        "--client-name=rig-admin",
+        "--org=system:masters",
+        "--validity-period=720h",
+    ]
+
+
+def test_kubeconfig_gets_the_namespace_of_its_current_context() -> None:
+    kubeconfig = yaml.safe_dump(
+        {
+            "contexts": [
+                {"name": "a@c", "context": {"cluster": "c", "user": "a"}},
+                {"name": "b@c", "context": {"cluster": "c", "user": "b"}},
+            ],
+            "current-context": "b@c",
+        }
+    )
+    contexts = yaml.safe_load(pki.with_namespace(kubeconfig, "ns"))["contexts"]
+    assert [context["context"].get("namespace") for context in contexts] == [None, "ns"]
+
+
+def _kubeadm() -> Path:
+    kubeadm = RigSettings.from_env().binary("kubeadm")
+    if not kubeadm.is_file():
+        pytest.skip(f"{kubeadm} is missing: run hack/build-binaries.sh")
+    return kubeadm
+
+
+def _kubeconfig_certificate(path: Path) -> x509.Certificate:
+    user = yaml.safe_load(path.read_text())["users"][0]["user"]
+    return x509.load_pem_x509_certificate(base64.b64decode(user["client-certificate-data"]))
+
+
+def test_kubeadm_makes_the_identities_kubernetes_expects(tmp_path: Path) -> None:
+    settings = RigSettings(state_dir=tmp_path, bin_dir=_kubeadm().parent)
     files = pki.create_pki(settings)
     ca = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
 
     apiserver = x509.load_pem_x509_certificate(files.cert("apiserver").read_bytes())
     names = apiserver.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert ipaddress.ip_address("10.96.0.1") in names.get_values_for_type(x509.IPAddress)
-    assert ipaddress.ip_address(settings.node_ip) in names.get_values_for_type(x509.IPAddress)
-    assert "kubernetes.default.svc.cluster.local" in names.get_values_for_type(x509.DNSName)
+    assert set(names.get_values_for_type(x509.IPAddress)) == {
+        ipaddress.ip_address(address) for address in ("10.96.0.1", settings.node_ip, "127.0.0.1")
+    }
+    assert set(names.get_values_for_type(x509.DNSName)) == {
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+        "localhost",
+        "rig-node",
+    }
     usages = apiserver.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(usages) == [ExtendedKeyUsageOID.SERVER_AUTH]
     apiserver.verify_directly_issued_by(ca)
 
-    kubelet = x509.load_pem_x509_certificate(files.cert("kubelet").read_bytes())
-    assert _subject(kubelet, NameOID.COMMON_NAME) == ["system:node:rig-node"]
-    assert _subject(kubelet, NameOID.ORGANIZATION_NAME) == ["system:nodes"]
-    admin = x509.load_pem_x509_certificate(files.cert("admin").read_bytes())
-    assert _subject(admin, NameOID.ORGANIZATION_NAME) == ["system:masters"]
-    tenant = x509.load_pem_x509_certificate(files.cert("tenant-admin").read_bytes())
-    assert _subject(tenant, NameOID.ORGANIZATION_NAME) == []
+    kubelet_client = x509.load_pem_x509_certificate(
+        files.cert("apiserver-kubelet-client").read_bytes()
+    )
+    assert _subject(kubelet_client, NameOID.COMMON_NAME) == [pki.APISERVER_KUBELET_CLIENT]
+    front_proxy_ca = x509.load_pem_x509_certificate(files.cert("front-proxy-ca").read_bytes())
+    front_proxy = x509.load_pem_x509_certificate(files.cert("front-proxy-client").read_bytes())
+    assert _subject(front_proxy, NameOID.COMMON_NAME) == ["front-proxy-client"]
+    front_proxy.verify_directly_issued_by(front_proxy_ca)
 
+    expected = {
+        settings.config_dir / "kubelet.conf": ("system:node:rig-node", ["system:nodes"]),
+        settings.config_dir / "controller-manager.conf": ("system:kube-controller-manager", []),
+        settings.config_dir / "scheduler.conf": ("system:kube-scheduler", []),
+        settings.kube_proxy_kubeconfig: ("system:kube-proxy", []),
+        settings.admin_kubeconfig: ("rig-admin", ["system:masters"]),
+        settings.tenant_kubeconfig: ("tenant-admin", []),
+    }
+    for path, (common_name, organizations) in expected.items():
+        certificate = _kubeconfig_certificate(path)
+        assert _subject(certificate, NameOID.COMMON_NAME) == [common_name], path
+        assert _subject(certificate, NameOID.ORGANIZATION_NAME) == organizations, path
+        usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert list(usages) == [ExtendedKeyUsageOID.CLIENT_AUTH], path
+        certificate.verify_directly_issued_by(ca)
+        assert yaml.safe_load(path.read_text())["clusters"][0]["cluster"]["server"] == (
+            settings.apiserver_url
+        )
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    tenant = yaml.safe_load(settings.tenant_kubeconfig.read_text())
+    assert tenant["contexts"][0]["context"]["namespace"] == "tenant-e2e"
+
+    admin = x509.load_pem_x509_certificate(files.cert("admin").read_bytes())
+    assert admin == _kubeconfig_certificate(settings.admin_kubeconfig)
     assert files.key("admin").stat().st_mode & 0o777 == 0o600
     assert files.service_account_private_key.stat().st_mode & 0o777 == 0o600
+    assert files.service_account_public_key.is_file()
+
+
+def test_the_apiservers_kubelet_client_gets_kubeadms_binding() -> None:
+    binding = objects.kubelet_api_admin_binding(pki.APISERVER_KUBELET_CLIENT)
+    assert binding["metadata"] == {"name": "kubeadm:apiserver-kubelet-client"}
+    assert binding["roleRef"]["name"] == "system:kubelet-api-admin"
+    assert binding["subjects"] == [
+        {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "User",
+            "name": "kube-apiserver-kubelet-client",
+        }
+    ]
+
+
+def test_the_rig_node_and_a_worker_share_one_layout(tmp_path: Path) -> None:
+    rig = RigSettings(state_dir=tmp_path / "state", run_dir=tmp_path / "run")
+    worker = WorkerSettings.for_tenant(rig, service_cidr="10.96.0.0/12")
+    assert rig.node == NodeLayout(tmp_path / "state", tmp_path / "run")
+    assert worker.node == NodeLayout(tmp_path / "state/worker", tmp_path / "run/worker")
+    for node in (rig.node, worker.node):
+        assert node.kubelet_pki_dir == node.state_dir / "kubelet/pki"
+        assert node.containerd_socket == node.run_dir / "containerd.sock"
+    assert worker.kubeconfig == worker.node.kubelet_kubeconfig
+    assert rig.containerd_socket == rig.node.containerd_socket
+
+    commands = component_commands(rig, pki.Pki(rig.pki_dir))
+    rig_kubelet = commands["kubelet"]
+    assert f"--cert-dir={rig.node.kubelet_pki_dir}" in rig_kubelet
+    assert f"--kubeconfig={rig.config_dir / 'kubelet.conf'}" in rig_kubelet
+    assert commands["containerd"][1:] == ["--config", str(rig.node.containerd_config)]
+    for settings, node_ip in ((rig, rig.node_ip), (worker, worker.node_ip)):
+        kubelet = node_kubelet_configuration(
+            settings.node,
+            node_ip=node_ip,
+            client_ca_file="/ca.crt",
+            cluster_dns="10.96.0.10",
+            cluster_domain="cluster.local",
+            cgroup_root="/x",
+        )
+        # No serving certificate: the kubelet makes its own, as on a kubeadm node.
+        assert "tlsCertFile" not in kubelet and "tlsPrivateKeyFile" not in kubelet
+        assert kubelet["containerRuntimeEndpoint"] == f"unix://{settings.node.containerd_socket}"
+        assert kubelet["resolvConf"] == str(settings.node.resolv_conf)
+    toml = node_containerd_config(
+        worker.node, sandbox_image="registry.k8s.io/pause:3.10.2", cni_bin_dir=Path("/cni")
+    )
+    assert f'address = "{worker.node.containerd_socket}"' in toml
 
 
 def test_kubeconfig_embeds_credentials() -> None:
@@ -179,6 +328,11 @@ def test_commands_bind_control_plane_ports_as_expected(tmp_path: Path) -> None:
     assert "--authorization-mode=Node,RBAC" in commands["kube-apiserver"]
     assert "--allow-privileged=true" in commands["kube-apiserver"]
     assert "--allocate-node-cidrs=true" in commands["kube-controller-manager"]
+    assert (
+        f"--kubeconfig={settings.config_dir / 'controller-manager.conf'}"
+        in commands["kube-controller-manager"]
+    )
+    assert f"--kubeconfig={settings.config_dir / 'scheduler.conf'}" in commands["kube-scheduler"]
     assert f"--cluster-cidr={settings.cluster_cidr}" in commands["kube-controller-manager"]
     assert commands["traefik"] == [
         str(settings.binary("traefik")),

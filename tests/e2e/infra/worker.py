@@ -49,16 +49,20 @@ from .cluster import (
     RigStartError,
     RigTeardownError,
     import_images,
+    node_containerd_command,
+    node_containerd_config,
+    node_kubelet_command,
+    node_kubelet_configuration,
     wait_for_containerd,
     wait_until,
     write_json,
     write_text,
 )
 from .processes import PR_SET_PDEATHSIG, ManagedProcess, log, stop_pid
-from .settings import RigSettings
+from .settings import NodeLayout, RigSettings
 
 if TYPE_CHECKING:
-    from tests.e2e.images.oci import ImageFile
+    from tests.e2e.images.layer import ImageFile
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = Path("/run/netns")
@@ -121,14 +125,19 @@ class WorkerSettings:
         dns = str(ipaddress.ip_network(service_cidr)[10])
         return cls(rig, dns, service_cidr, cluster_domain, **kw)
 
-    # Under the rig's own directories, so the rig's teardown sweeps anything the worker leaves.
+    # The rig node's layout, under the rig's own directories, so the rig's teardown sweeps
+    # anything the worker leaves.
+    @property
+    def node(self) -> NodeLayout:
+        return NodeLayout(self.rig.state_dir / "worker", self.rig.run_dir / "worker")
+
     @property
     def state_dir(self) -> Path:
-        return self.rig.state_dir / "worker"
+        return self.node.state_dir
 
     @property
     def run_dir(self) -> Path:
-        return self.rig.run_dir / "worker"
+        return self.node.run_dir
 
     @property
     def netns_path(self) -> Path:
@@ -136,28 +145,29 @@ class WorkerSettings:
 
     @property
     def config_dir(self) -> Path:
-        return self.state_dir / "config"
+        return self.node.config_dir
 
     @property
     def logs_dir(self) -> Path:
-        return self.state_dir / "logs"
+        return self.node.logs_dir
 
     @property
     def kubelet_root_dir(self) -> Path:
-        return self.state_dir / "kubelet"
+        return self.node.kubelet_root_dir
 
     @property
     def kubelet_pki_dir(self) -> Path:
-        return self.kubelet_root_dir / "pki"
+        return self.node.kubelet_pki_dir
 
     @property
     def bootstrap_kubeconfig(self) -> Path:
-        return self.config_dir / "bootstrap-kubelet.kubeconfig"
+        """kubeadm's name, next to the kubeconfig the kubelet writes."""
+        return self.config_dir / "bootstrap-kubelet.conf"
 
     @property
     def kubeconfig(self) -> Path:
         """Written by the kubelet once its CSR is signed; must not exist at start."""
-        return self.config_dir / "kubelet.kubeconfig"
+        return self.node.kubelet_kubeconfig
 
     @property
     def ca_file(self) -> Path:
@@ -165,15 +175,15 @@ class WorkerSettings:
 
     @property
     def resolv_conf(self) -> Path:
-        return self.config_dir / "resolv.conf"
+        return self.node.resolv_conf
 
     @property
     def containerd_socket(self) -> Path:
-        return self.run_dir / "containerd.sock"
+        return self.node.containerd_socket
 
     @property
     def cni_conf_dir(self) -> Path:
-        return self.state_dir / "cni" / "net.d"
+        return self.node.cni_conf_dir
 
     @property
     def images_dir(self) -> Path:
@@ -199,7 +209,7 @@ def shared_libraries(binary: Path) -> list[Path]:
 
 def _add_with_libraries(files: dict[str, ImageFile], path: str, binary: Path) -> None:
     """`binary` at `path` in the image, and every library it links at the host's paths."""
-    from tests.e2e.images.oci import ImageFile
+    from tests.e2e.images.layer import ImageFile
 
     files[path] = ImageFile.from_host(path, binary.resolve())
     for library in shared_libraries(binary):
@@ -219,7 +229,7 @@ def iptables_image_files() -> list[ImageFile]:
     """iptables (nf_tables backend) for the kube-proxy image, at the host's paths: the multi
     binary and its command links, every library it and the xtables modules link, and the
     modules themselves (`XTABLES_LIBDIR`, compiled into libxtables)."""
-    from tests.e2e.images.oci import ImageFile
+    from tests.e2e.images.layer import ImageFile
 
     files: dict[str, ImageFile] = {}
     for binary in [IPTABLES_MULTI, *sorted(XTABLES_MODULES_DIR.glob("*.so"))]:
@@ -359,25 +369,20 @@ def kubelet_config(settings: WorkerSettings, cluster_config: dict | None = None)
     to /var/lib/kubelet/config.yaml), that document with this host's settings patched in, its
     CA file at our path and no static pod directory (kubeadm's lives in /etc). Without it, the
     rig kubelet's settings with the worker's DNS. Either way no serving certificate is given:
-    the kubelet makes a self-signed one, as on a kubeadm node.
+    the kubelet makes a self-signed one, as on a kubeadm node (and on the rig node).
     """
     s = settings
-    host_config = configs.kubelet_configuration(
+    host_config = node_kubelet_configuration(
+        s.node,
         node_ip=s.node_ip,
         client_ca_file=str(s.ca_file),
-        tls_cert_file="",
-        tls_key_file="",
         cluster_dns=s.cluster_dns,
         cluster_domain=s.cluster_domain,
-        resolv_conf=str(s.resolv_conf),
-        container_runtime_endpoint=f"unix://{s.containerd_socket}",
         cgroup_root=s.cgroup_root,
-        pod_logs_dir=str(s.state_dir / "pod-logs"),
     )
     host_config["port"] = s.kubelet_port
     if cluster_config is None:
         config = dict(host_config)
-        del config["tlsCertFile"], config["tlsPrivateKeyFile"]
         config["rotateCertificates"] = True
         return config
     config = json.loads(json.dumps(cluster_config))
@@ -395,7 +400,7 @@ def worker_cni_conflist(settings: WorkerSettings, pod_cidr: str) -> dict:
         name="tenant-worker",
         bridge=settings.pod_bridge,
         pod_subnet=pod_cidr,
-        ipam_data_dir=str(settings.state_dir / "cni" / "ipam"),
+        ipam_data_dir=str(settings.node.cni_ipam_dir),
     )
     conflist["plugins"][0]["ipMasq"] = True
     return conflist
@@ -461,14 +466,7 @@ class Worker:
             self._write_configs(bootstrap_kubeconfig, ca_pem, cluster_kubelet_config)
             self._setup_network()
             host.create_cgroup_root(s.cgroup_root)
-            containerd = self._launch(
-                "containerd",
-                [
-                    shutil.which("containerd") or "containerd",
-                    "--config",
-                    str(s.config_dir / "containerd.toml"),
-                ],
-            )
+            containerd = self._launch("containerd", node_containerd_command(s.node))
             wait_for_containerd(s.containerd_socket, containerd, "the worker's containerd")
             self._import_images()
             if s.kubeconfig.exists() or any(s.kubelet_pki_dir.glob("kubelet-client*")):
@@ -476,18 +474,16 @@ class Worker:
             started = time.monotonic()
             kubelet = self._launch(
                 "kubelet",
-                [
-                    str(s.rig.binary("kubelet")),
-                    f"--bootstrap-kubeconfig={s.bootstrap_kubeconfig}",
-                    f"--kubeconfig={s.kubeconfig}",
-                    f"--config={s.config_dir / 'kubelet.json'}",
-                    f"--root-dir={s.kubelet_root_dir}",
-                    # Default /var/lib/kubelet/pki whatever --root-dir says: keep it ours.
-                    f"--cert-dir={s.kubelet_pki_dir}",
-                    f"--hostname-override={s.node_name}",
-                    f"--node-ip={s.node_ip}",
-                    "--v=1",
-                ],
+                node_kubelet_command(
+                    s.rig.binary("kubelet"),
+                    s.node,
+                    node_name=s.node_name,
+                    node_ip=s.node_ip,
+                    kubeconfig_flags=[
+                        f"--bootstrap-kubeconfig={s.bootstrap_kubeconfig}",
+                        f"--kubeconfig={s.kubeconfig}",
+                    ],
+                ),
             )
             watch = [containerd, kubelet]
             pod_cidr = wait_until(
@@ -524,20 +520,14 @@ class Worker:
         s = self.settings
         write_text(s.bootstrap_kubeconfig, bootstrap_kubeconfig, 0o600)
         write_text(s.ca_file, ca_pem)
-        write_json(s.config_dir / "kubelet.json", kubelet_config(s, cluster_kubelet_config))
+        write_json(s.node.kubelet_config, kubelet_config(s, cluster_kubelet_config))
         # Pods with dnsPolicy Default (CoreDNS's upstream) get the rig's DNS, which answers only
         # the infrastructure cluster's names: nothing here may ask an outside resolver.
         write_text(s.resolv_conf, configs.resolv_conf(nameserver=s.rig.dns_ip))
         write_text(
-            s.config_dir / "containerd.toml",
-            configs.containerd_config(
-                root=str(s.state_dir / "containerd"),
-                state=str(s.run_dir / "containerd"),
-                socket=str(s.containerd_socket),
-                sandbox_image=s.rig.pause_image,
-                cni_bin_dir=str(s.rig.cni_bin_dir),
-                cni_conf_dir=str(s.cni_conf_dir),
-                runc_root=str(s.run_dir / "runc"),
+            s.node.containerd_config,
+            node_containerd_config(
+                s.node, sandbox_image=s.rig.pause_image, cni_bin_dir=s.rig.cni_bin_dir
             ),
         )
 
@@ -669,7 +659,7 @@ class Worker:
         found = []
         for pattern in (
             f"--root-dir={s.kubelet_root_dir}",
-            f"containerd --config {s.config_dir / 'containerd.toml'}",
+            f"containerd --config {s.node.containerd_config}",
             f"-address {s.containerd_socket}",
         ):
             pids = host.pgrep(pattern)
