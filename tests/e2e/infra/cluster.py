@@ -122,11 +122,9 @@ def node_kubelet_configuration(
     """The kubelet's configuration on a node of the rig (the rig node, a tenant worker): its
     files in the node's layout, and no serving certificate: the kubelet makes a self-signed one
     in its --cert-dir, as on a kubeadm node."""
-    config = configs.kubelet_configuration(
+    return configs.kubelet_configuration(
         node_ip=node_ip,
         client_ca_file=client_ca_file,
-        tls_cert_file="",
-        tls_key_file="",
         cluster_dns=cluster_dns,
         cluster_domain=cluster_domain,
         resolv_conf=str(node.resolv_conf),
@@ -134,8 +132,6 @@ def node_kubelet_configuration(
         cgroup_root=cgroup_root,
         pod_logs_dir=str(node.pod_logs_dir),
     )
-    del config["tlsCertFile"], config["tlsPrivateKeyFile"]
-    return config
 
 
 def node_containerd_config(node: NodeLayout, *, sandbox_image: str, cni_bin_dir: Path) -> str:

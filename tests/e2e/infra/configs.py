@@ -1,10 +1,10 @@
 """Config files of the rig's components, each built by a small pure function.
 
-The kubeconfigs, kubelet and kube-proxy configurations and the Corefile come from the program's
-builders (components/common) with the rig's parameters, in the key order of the recorded files
-(tests/unit/test_rig_outputs.py). Structured configs are returned as dicts and written as JSON
-(valid YAML for every consumer); Corefile, containerd's TOML and resolv.conf are returned as
-text.
+The kubelet and kube-proxy configurations and the Corefile come from the program's builders
+(components/common) with the rig's parameters, in the key order of the recorded files
+(tests/unit/test_rig_outputs.py); the kubeconfigs are kubeadm's (pki.py). Structured configs are
+returned as dicts and written as JSON (valid YAML for every consumer); Corefile, containerd's
+TOML and resolv.conf are returned as text.
 """
 
 from __future__ import annotations
@@ -21,36 +21,10 @@ from components.common.endpoints import (
     LOOPBACK,
     host_port,
 )
-from components.common.kubeconfig import kubeconfig_document
-
-
-def kubeconfig(
-    *,
-    cluster_name: str,
-    server: str,
-    ca_pem: bytes,
-    user_name: str,
-    client_cert_pem: bytes,
-    client_key_pem: bytes,
-    namespace: str | None = None,
-) -> dict:
-    """A single-context kubeconfig with everything embedded, so it can be copied anywhere: the
-    program's builder, with the context named after the user and no preferences."""
-    return kubeconfig_document(
-        cluster_name=cluster_name,
-        server=server,
-        ca_cert_pem=ca_pem,
-        user=user_name,
-        client_cert_pem=client_cert_pem,
-        client_key_pem=client_key_pem,
-        context=user_name,
-        namespace=namespace,
-        preferences=False,
-    )
-
 
 # This host: cgroup v1 (deprecated, refused by default since 1.35) and no swap (but do not
-# insist on it); a kubelet with a given serving certificate.
+# insist on it); no serving certificate bootstrap (without tls_cert_file, the kubelet makes a
+# self-signed one, as on a kubeadm node).
 KUBELET_HOST_POLICY = {
     "serverTLSBootstrap": False,
     "failCgroupV1": False,
@@ -98,17 +72,17 @@ def kubelet_configuration(
     *,
     node_ip: str,
     client_ca_file: str,
-    tls_cert_file: str,
-    tls_key_file: str,
     cluster_dns: str,
     cluster_domain: str,
     resolv_conf: str,
     container_runtime_endpoint: str,
     cgroup_root: str,
     pod_logs_dir: str,
+    tls_cert_file: str | None = None,
+    tls_key_file: str = "",
 ) -> dict:
     """The rig's kubelets: the shared builder with this host's settings, in the order of the
-    recorded files."""
+    recorded files. No tls_cert_file (the rig's nodes): no serving certificate keys."""
     document = kubelet.kubelet_configuration(
         cluster_dns=cluster_dns,
         cluster_domain=cluster_domain,

@@ -209,21 +209,6 @@ def test_the_rig_node_and_a_worker_share_one_layout(tmp_path: Path) -> None:
     assert f'address = "{worker.node.containerd_socket}"' in toml
 
 
-def test_kubeconfig_embeds_credentials() -> None:
-    config = configs.kubeconfig(
-        cluster_name="c",
-        server="https://10.250.0.1:6443",
-        ca_pem=b"ca",
-        user_name="u",
-        client_cert_pem=b"cert",
-        client_key_pem=b"key",
-        namespace="ns",
-    )
-    assert config["current-context"] == "u"
-    assert config["contexts"][0]["context"] == {"cluster": "c", "user": "u", "namespace": "ns"}
-    assert config["users"][0]["user"]["client-key-data"] == "a2V5"
-
-
 def test_kubelet_configuration_fits_this_host() -> None:
     config = configs.kubelet_configuration(
         node_ip="10.250.0.1",
