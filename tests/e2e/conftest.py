@@ -45,8 +45,10 @@ from tests.e2e.tenant import (  # noqa: E402
 # declares the phases it starts from and leaves (TENANT_PHASES, tests/e2e/tenant.py), and
 # collection fails unless this order starts each in a phase it accepts (nodePort, then
 # konnectivity on, then ingress; the last one destroys it). The pure modules come first; they
-# also run in `make unit` (pyproject.toml's testpaths).
+# also run in `make unit` (pyproject.toml's testpaths). images/test_build.py runs the real crane
+# (RIG_BIN_DIR's, built by `make binaries`): e2e only, where a missing crane fails it.
 MODULE_ORDER = (
+    "images/test_layer.py",
     "images/test_build.py",
     "infra/test_rig_units.py",
     "test_e2e_units.py",

@@ -2,7 +2,9 @@
 tarball's manifest), each image's config, and its one layer (modes, owners, capabilities).
 
 Needs the real `crane`: RIG_BIN_DIR's (the e2e run builds it first), else the default cache's,
-else one on PATH; skipped without any, unless RIG_BIN_DIR is set.
+else one on PATH; skipped without any, unless RIG_BIN_DIR is set (then a missing crane fails).
+Not in `make unit` (pyproject.toml's testpaths), which runs before the binaries are built; the
+crane-free tests are in test_layer.py.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ BINARIES = [
     "proxy-server",
     "proxy-agent",
     "kubectl",
+    "kube-router",
 ]
 KUBE_PROXY = "registry.k8s.io/kube-proxy:v1.37.2"
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -196,6 +199,17 @@ def test_missing_crane_is_reported(bin_dir: Path, tmp_path: Path) -> None:
         build.build_all(bin_dir, tmp_path / "out")
 
 
-def test_reference_needs_a_tag() -> None:
-    with pytest.raises(ValueError):
-        build.split_reference("registry.k8s.io/pause")
+def test_the_kube_router_image_gets_the_rigs_extra_files(bin_dir: Path, tmp_path: Path) -> None:
+    # As cluster._import_images builds it, with worker.kube_router_image_files()'s kind of files.
+    ipset = tmp_path / "ipset"
+    ipset.write_bytes(b"fake ipset\n")
+    extra = [
+        layer.ImageFile.from_host("/usr/sbin/ipset", ipset),
+        layer.ImageFile.symlink("/usr/sbin/iptables-save", "xtables-nft-multi"),
+    ]
+    image = Image.read(build.build_image(build.KUBE_ROUTER, bin_dir, tmp_path / "out", extra))
+    assert image.repo_tags == [build.KUBE_ROUTER.reference]
+    assert image.config["config"]["Entrypoint"] == ["/usr/local/bin/kube-router"]
+    assert image.file("usr/local/bin/kube-router") == b"fake kube-router\n"
+    assert image.file("usr/sbin/ipset") == b"fake ipset\n"
+    assert image.layer.getmember("usr/sbin/iptables-save").linkname == "xtables-nft-multi"
