@@ -5,9 +5,10 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.common.identities import ADMIN_USER, SUPER_ADMIN_USER
 from components.common.names import ObjectNames, labels
 from components.config import ControlPlaneSettings
-from components.host.certs import ADMIN_USER, API_PROXY_CERT, SUPER_ADMIN_USER, Pki
+from components.host.certs import API_PROXY_CERT, Pki
 from components.host.control_plane.apiserver import ApiServer, SecretsWriter
 from components.host.control_plane.controller_manager import ControllerManager
 from components.host.control_plane.scheduler import Scheduler

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from components.common.endpoints import API_SERVER_PORT
+from components.common.endpoints import API_SERVER_PORT, ETCD_CLIENT_PORT
 
 PART_OF = "k8s-on-k8s"
 
@@ -88,6 +88,14 @@ class ObjectNames:
 
     def etcd_member_fqdn(self, member: str) -> str:
         return f"{member}.{self.service_fqdn(self.etcd_peer)}"
+
+    def etcd_client_urls(self, replicas: int) -> list[str]:
+        """Every member's client URL, the way the apiserver lists them in --etcd-servers and
+        kubeadm's ClusterConfiguration records them."""
+        return [
+            f"https://{self.etcd_member_fqdn(member)}:{ETCD_CLIENT_PORT}"
+            for member in self.etcd_members(replicas)
+        ]
 
     @property
     def api_server_internal_url(self) -> str:

@@ -14,6 +14,13 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_tls as tls
 
+from components.common.identities import (
+    ADMIN_GROUP,
+    ADMIN_USER,
+    SUPER_ADMIN_GROUP,
+    SUPER_ADMIN_USER,
+    KeyPair,
+)
 from components.common.names import ObjectNames
 from components.config import ControlPlaneSettings, ExposureMode, is_ip
 
@@ -30,16 +37,6 @@ SERVER = ("digital_signature", "server_auth")
 CLIENT = ("digital_signature", "client_auth")
 SERVER_AND_CLIENT = ("digital_signature", "server_auth", "client_auth")
 CA_USES = ("cert_signing", "crl_signing", "digital_signature")
-
-# kubeadm's two admin identities (since 1.29). The admin (the `kubeconfig` output) is in a group
-# that a ClusterRoleBinding inside the tenant makes cluster-admin, so deleting the binding
-# revokes it. The super-admin is in system:masters, which needs no binding: the program uses it
-# to reach the tenant (it must work before any binding exists and after one is revoked), and it
-# is kept as the break-glass credential in a Secret of the host namespace, never an output.
-ADMIN_USER = "kubernetes-admin"
-ADMIN_GROUP = "kubeadm:cluster-admins"
-SUPER_ADMIN_USER = "kubernetes-super-admin"
-SUPER_ADMIN_GROUP = "system:masters"
 
 
 @dataclass(frozen=True)
@@ -173,12 +170,6 @@ def certificate_plan(settings: ControlPlaneSettings, names: ObjectNames) -> list
 
 def _unique(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))
-
-
-@dataclass(frozen=True)
-class KeyPair:
-    cert_pem: pulumi.Output[str]
-    key_pem: pulumi.Output[str]
 
 
 class Pki(pulumi.ComponentResource):

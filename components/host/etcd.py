@@ -47,14 +47,6 @@ def etcd_secret_name(names: ObjectNames) -> str:
     return f"{names.etcd}-pki"
 
 
-def etcd_client_urls(settings: ControlPlaneSettings, names: ObjectNames) -> list[str]:
-    """Every member's client URL, the way the apiserver lists them in --etcd-servers."""
-    return [
-        f"https://{names.etcd_member_fqdn(member)}:{CLIENT_PORT}"
-        for member in names.etcd_members(settings.etcd_replicas)
-    ]
-
-
 # The pod's env var holding the data generation; the kubelet expands $(DATA_GENERATION) in the
 # flags, so the flags stay plain strings and only the env value is computed.
 DATA_GENERATION_ENV = "DATA_GENERATION"

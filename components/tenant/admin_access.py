@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pulumi
 
+from components.common.identities import ADMIN_GROUP
 from components.common.podspec import Manifest
-from components.host.certs import ADMIN_GROUP
 from components.tenant.tenant_objects import cluster_role_binding, create_object, group
 
 CLUSTER_ADMINS_BINDING = "kubeadm:cluster-admins"

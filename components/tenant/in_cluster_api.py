@@ -31,6 +31,7 @@ import ipaddress
 import pulumi
 
 from components.common.endpoints import API_SERVER_PORT
+from components.common.identities import KeyPair
 from components.common.names import KUBE_SYSTEM, ROOT_CA_CONFIG_MAP
 from components.common.podspec import (
     SECRET_FILE_MODE,
@@ -41,7 +42,6 @@ from components.common.podspec import (
     pod_security_context,
 )
 from components.config import ControlPlaneSettings, ExposureMode
-from components.host.certs import KeyPair
 from components.tenant.tenant_objects import (
     config_map,
     create_object,

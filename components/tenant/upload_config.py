@@ -15,7 +15,6 @@ from components.common.endpoints import control_plane_endpoint
 from components.common.names import KUBE_SYSTEM, ObjectNames
 from components.common.podspec import Manifest
 from components.config import ControlPlaneSettings
-from components.host.etcd import etcd_client_urls
 from components.tenant.tenant_objects import (
     BOOTSTRAPPERS_GROUP,
     NODES_GROUP,
@@ -72,7 +71,7 @@ def cluster_configuration(settings: ControlPlaneSettings, endpoint: str) -> str:
         },
         "etcd": {
             "external": {
-                "endpoints": etcd_client_urls(settings, names),
+                "endpoints": names.etcd_client_urls(settings.etcd_replicas),
                 "caFile": f"{CERTIFICATES_DIR}/etcd/ca.crt",
                 "certFile": f"{CERTIFICATES_DIR}/apiserver-etcd-client.crt",
                 "keyFile": f"{CERTIFICATES_DIR}/apiserver-etcd-client.key",

@@ -36,7 +36,6 @@ from components.host.certs import (
     KONNECTIVITY_SERVER_CLIENT,
     Pki,
 )
-from components.host.etcd import etcd_client_urls
 from components.host.konnectivity_server import KonnectivityServerConfig, with_konnectivity_server
 from components.host.workload import disruption_budget, rolled_on_change, secret_of_files
 
@@ -144,7 +143,7 @@ def api_server_command(settings: ControlPlaneSettings, names: ObjectNames) -> li
         f"--client-ca-file={pki}/ca.crt",
         f"--tls-cert-file={pki}/apiserver.crt",
         f"--tls-private-key-file={pki}/apiserver.key",
-        f"--etcd-servers={','.join(etcd_client_urls(settings, names))}",
+        f"--etcd-servers={','.join(names.etcd_client_urls(settings.etcd_replicas))}",
         f"--etcd-cafile={pki}/etcd-ca.crt",
         f"--etcd-certfile={pki}/apiserver-etcd-client.crt",
         f"--etcd-keyfile={pki}/apiserver-etcd-client.key",
