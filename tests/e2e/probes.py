@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 import subprocess
-import time
 from typing import Any
 
 from tests.e2e.images.build import E2E_CLIENT
@@ -130,14 +129,7 @@ def pod_ip(infra: InfraCluster, namespace: str, name: str, *, tenant: bool = Fal
 def ensure_probe_namespace(infra: InfraCluster) -> None:
     namespace, *pods = probe_namespace_objects()
     infra.apply(namespace)
-    # Pods are admitted only once the namespace's default ServiceAccount exists.
-    deadline = time.monotonic() + 60
-    while infra.kubectl(
-        "-n", PROBE_NAMESPACE, "get", "serviceaccount", "default", check=False
-    ).returncode:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no default ServiceAccount in {PROBE_NAMESPACE} after 60s")
-        time.sleep(1)
+    infra.wait_for_default_service_account(PROBE_NAMESPACE)
     for pod in pods:
         infra.apply(pod)
     wait_ready(infra, PROBE_NAMESPACE, PROBER, VICTIM)

@@ -507,6 +507,19 @@ class InfraCluster:
     def kubectl_json(self, *args: str, tenant: bool = False) -> dict:
         return json.loads(self.kubectl(*args, "-o", "json", tenant=tenant).stdout)
 
+    def wait_for_default_service_account(self, namespace: str) -> None:
+        """Pods are admitted only once their namespace's default ServiceAccount exists."""
+        wait_until(
+            f"the default ServiceAccount in {namespace}",
+            lambda: (
+                self.kubectl(
+                    "-n", namespace, "get", "serviceaccount", "default", check=False
+                ).returncode
+                == 0
+            ),
+            timeout=60,
+        )
+
     def apply(self, manifest: dict, *, tenant: bool = False) -> None:
         self.kubectl("apply", "-f", "-", input=json.dumps(manifest), tenant=tenant)
 
@@ -789,16 +802,7 @@ class InfraCluster:
                 ]
             )
         )
-        wait_until(
-            f"the default ServiceAccount in {s.tenant_namespace}",
-            lambda: (
-                self.kubectl(
-                    "-n", s.tenant_namespace, "get", "serviceaccount", "default", check=False
-                ).returncode
-                == 0
-            ),
-            timeout=60,
-        )
+        self.wait_for_default_service_account(s.tenant_namespace)
         log(
             f"namespace {s.tenant_namespace} (restricted), StorageClass {s.storage_class}, "
             f"{len(volumes)} PVs, user {s.tenant_user} bound to admin, "
