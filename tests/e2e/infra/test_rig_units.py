@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import os
 import struct
 import subprocess
 from pathlib import Path
@@ -91,7 +92,11 @@ def test_kubeconfig_gets_the_namespace_of_its_current_context() -> None:
 
 def _kubeadm() -> Path:
     kubeadm = RigSettings.from_env().binary("kubeadm")
-    if not kubeadm.is_file():
+    # Under `make e2e` (RIG_BIN_DIR set, the binaries built) a missing kubeadm fails; `make unit`
+    # runs before the builds on a fresh machine, and the e2e run repeats this test.
+    if os.environ.get("RIG_BIN_DIR"):
+        assert kubeadm.is_file(), f"{kubeadm} is missing: run hack/build-binaries.sh"
+    elif not kubeadm.is_file():
         pytest.skip(f"{kubeadm} is missing: run hack/build-binaries.sh")
     return kubeadm
 
