@@ -357,6 +357,18 @@ def test_the_secrets_key_rotates_in_three_steps_and_secrets_stay_readable(tenant
             steps[f"pulumi up: {keys} (s)"] = tenant.update(
                 {**tenant.config, "secretsEncryptionKeys": keys}
             ).seconds
+        # `pulumi up` returns once the new apiservers are ready; an old one may still serve
+        # through its graceful termination and would rewrite with the old key. As an operator
+        # would: rewrite once every apiserver runs the configuration where key2 writes.
+        wait_for(
+            "no apiserver left with the configuration where key1 writes",
+            lambda: (
+                not any(
+                    is_terminating(pod) for pod in component_pods(tenant.infra, "kube-apiserver")
+                )
+            ),
+            timeout=120,
+        )
         started = time.monotonic()
         secrets = tenant.kubectl("get", "secrets", "-A", "-o", "json").stdout
         replaced = subprocess.run(
