@@ -89,6 +89,7 @@ DEFAULTS: dict[str, str] = {
     "schedulerExtraArgs": "",
     "etcdExtraArgs": "",
     "konnectivityServerExtraArgs": "",
+    "suspended": "false",
 }
 
 DEFAULT_IMAGE_REGISTRY = "registry.k8s.io"
@@ -233,6 +234,13 @@ class ControlPlaneSettings:
     scheduler_extra_args: ExtraArgs = ()
     etcd_extra_args: ExtraArgs = ()
     konnectivity_server_extra_args: ExtraArgs = ()
+    # Sleep: every control-plane workload at zero replicas, its data, certificates and tokens
+    # kept; false wakes it up with the same state.
+    suspended: bool = False
+
+    def running(self, replicas: int) -> int:
+        """The replicas a control-plane workload runs now: none while suspended."""
+        return 0 if self.suspended else replicas
 
     @property
     def cluster_dns_ip(self) -> str:
@@ -997,6 +1005,18 @@ def parse_workers(c: Collector) -> WorkerSection:
     )
 
 
+@dataclass(frozen=True)
+class LifecycleSection:
+    """Sleep and wake: `suspended` scales etcd, the apiservers, controller-managers and
+    schedulers to zero and keeps everything they need to come back as they were."""
+
+    suspended: bool
+
+
+def parse_lifecycle(c: Collector) -> LifecycleSection:
+    return LifecycleSection(suspended=_boolean(c, "suspended"))
+
+
 def _replicas(c: Collector, key: str) -> int:
     return c.check(key, _positive_int, "a whole number of at least 1", 1)
 
@@ -1049,6 +1069,7 @@ def parse_settings(raw: Mapping[str, Any]) -> ControlPlaneSettings:
         parse_pki(c),
         parse_add_ons(c, exposure.exposure),
         parse_workers(c),
+        parse_lifecycle(c),
     )
     if c.errors:
         raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(c.errors))

@@ -61,6 +61,8 @@ def fixed_settings(settings: ControlPlaneSettings) -> dict[str, str]:
         "podCidr": settings.pod_cidr,
         "clusterDomain": settings.cluster_domain,
         "kubernetesVersion": settings.release.version,
+        # Not fixed: recorded so that a first deployment can be told apart.
+        "suspended": str(settings.suspended).lower(),
     }
 
 
@@ -71,6 +73,13 @@ def _minor_number(version: str) -> int:
 def refused_changes(previous: Mapping[str, str] | None, requested: Mapping[str, str]) -> list[str]:
     """Every change from `previous` (the last deployment) to `requested` that is not allowed."""
     if not previous:
+        if requested.get("suspended") == "true":
+            # The objects inside the tenant cluster are written through its API, which a
+            # suspended control plane does not serve.
+            return [
+                f"{PROJECT}:suspended cannot be true on the first deployment: it is not "
+                "deployed, 'true' was requested; deploy with suspended false, then suspend"
+            ]
         return []
     refusals = [
         f"{PROJECT}:{key} cannot change once the cluster exists: it is {previous[key]!r}, "

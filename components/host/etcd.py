@@ -139,7 +139,7 @@ def etcd_statefulset_spec(
     }
     return {
         "serviceName": names.etcd_peer,
-        "replicas": settings.etcd_replicas,
+        "replicas": settings.running(settings.etcd_replicas),
         # Members must start together to form the initial quorum.
         "podManagementPolicy": "Parallel",
         "selector": {"matchLabels": selector},

@@ -654,6 +654,69 @@ def test_exec_in_a_running_pod_on_the_worker(
     assert piped.stdout.strip() == "configmap/piped"
 
 
+def _node_ready(tenant: TenantAccess, node: str) -> bool:
+    listed = tenant.kubectl("get", "node", node, "-o", "json", check=False)
+    if listed.returncode != 0:
+        return False
+    conditions = json.loads(listed.stdout)["status"]["conditions"]
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def test_sleep_and_wake_keep_objects_tokens_and_the_node(
+    tenant: Tenant, tenant_access: TenantAccess, worker: Worker, client_namespace: str
+) -> None:
+    """`suspended: true` scales etcd, the apiservers, controller-managers and schedulers to
+    zero; `suspended: false` brings the same cluster back: the same objects, a service-account
+    token issued before still authenticates, and the worker is Ready with its credentials."""
+    infra = tenant.infra
+    node = worker.settings.node_name
+    _run_idle_pod(tenant_access, "dreamer", node)
+    uid = tenant_access.kubectl_json("get", "pod", "dreamer", "-n", NAMESPACE)["metadata"]["uid"]
+    token = tenant_access.kubectl("create", "token", "default", "-n", NAMESPACE).stdout.strip()
+    components = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+    tenant.update({**tenant.config, "suspended": "true"}, figure="pulumi up: suspend")
+    wait_for(
+        "no control-plane pod left",
+        lambda: not any(component_pods(infra, c) for c in components),
+        timeout=180,
+    )
+    asleep = tenant_access.kubectl("get", "--raw", "/readyz", check=False, timeout=30)
+    assert asleep.returncode != 0, "the API still answers while suspended"
+
+    awake_config = {k: v for k, v in tenant.config.items() if k != "suspended"}
+    started = time.monotonic()
+    tenant.update(awake_config, figure="pulumi up: wake")
+    FIGURES["wake: pulumi up (s)"] = round(time.monotonic() - started, 1)
+    ready = tenant_access.kubectl("get", "--raw", "/readyz", check=False)
+    assert ready.returncode == 0 and ready.stdout == "ok", ready.stderr
+    wait_for("the worker Ready again", lambda: _node_ready(tenant_access, node), timeout=180)
+    FIGURES["wake: pulumi up start to the worker Ready (s)"] = round(time.monotonic() - started, 1)
+    # The same pod (it kept running on the worker), and a token of before the sleep works.
+    pod = tenant_access.kubectl_json("get", "pod", "dreamer", "-n", NAMESPACE)
+    assert pod["metadata"]["uid"] == uid and _ready(pod)
+    whoami = subprocess.run(
+        [
+            str(infra.kubectl_path),
+            "--kubeconfig=/dev/null",
+            f"--server={tenant_access.endpoint}",
+            f"--certificate-authority={tenant.ca_file}",
+            f"--token={token}",
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert whoami.stdout == f"system:serviceaccount:{NAMESPACE}:default", whoami.stderr
+    assert tenant.stack.preview().changed == {}
+    tenant_access.kubectl("delete", "pod", "dreamer", "-n", NAMESPACE, "--wait=false")
+
+
 # -- The worker's image (this host's iptables, installed by hack/install-e2e-deps.sh) ----------
 # The worker's pure parts are tested in test_e2e_units.py, which `make unit` runs too.
 

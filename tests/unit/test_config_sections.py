@@ -26,6 +26,7 @@ SECTIONS = (
     config.PkiSection,
     config.AddOnSection,
     config.WorkerSection,
+    config.LifecycleSection,
 )
 
 
@@ -51,6 +52,7 @@ def test_sections_are_frozen() -> None:
         config.parse_pki(c),
         config.parse_add_ons(c, exposure.exposure),
         config.parse_workers(c),
+        config.parse_lifecycle(c),
     ]
     assert c.errors == []
     assert sorted(type(section).__name__ for section in parsed) == sorted(

@@ -144,6 +144,7 @@ def test_a_first_preview_has_unknown_keys_but_a_known_tenant_identity() -> None:
         {"exposure": "nodePort", "apiHost": "192.0.2.9"},
         {"apiHost": "api.blue.example.com"},
         {"certificateRenewalHours": "8760"},
+        {"suspended": "true"},
     ],
 )
 def test_a_preview_of_an_ordinary_change_keeps_cas_keys_etcd_and_the_tenant_provider(

@@ -91,6 +91,7 @@ def test_skipping_a_minor_is_refused_and_one_step_goes_through() -> None:
         {"apiHost": "api.blue.example.com"},
         {"konnectivity": "false", "coreDns": "false"},
         {"certificateRenewalHours": "8760"},
+        {"suspended": "true"},
     ],
 )
 def test_ordinary_changes_go_through(change: dict[str, str]) -> None:
@@ -114,7 +115,18 @@ def test_a_new_or_destroyed_stack_has_nothing_to_compare() -> None:
 
 def test_every_fixed_key_is_exported() -> None:
     exported = fixed_settings(parse_settings(CONFIG))
-    assert set(FIXED) | {"kubernetesVersion"} == set(exported)
+    assert set(FIXED) | {"kubernetesVersion", "suspended"} == set(exported)
+
+
+def test_a_first_deployment_cannot_be_suspended() -> None:
+    """The objects inside the tenant are written through its API: it must serve once."""
+    mocks = RealCryptoMocks(MockState())
+    with pytest.raises(ConfigError) as raised:
+        run_program({**CONFIG, "suspended": "true"}, mocks=mocks)
+    message = str(raised.value)
+    assert "k8s-on-k8s:suspended cannot be true on the first deployment" in message
+    assert "deploy with suspended false, then suspend" in message
+    assert {r.type for r in mocks.resources} <= {"pulumi:pulumi:StackReference"}
 
 
 @pytest.mark.parametrize(

@@ -216,7 +216,9 @@ def api_server_deployment_spec(settings: ControlPlaneSettings, names: ObjectName
         config_map_volume("audit-policy", audit_policy_config_map_name(names)),
         empty_dir_volume("tmp", "16Mi"),
     ]
-    return deployment_spec(selector, settings.api_server_replicas, container, volumes)
+    return deployment_spec(
+        selector, settings.running(settings.api_server_replicas), container, volumes
+    )
 
 
 def api_server_service_spec(names: ObjectNames) -> Manifest:

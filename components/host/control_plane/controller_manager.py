@@ -99,7 +99,7 @@ def controller_manager_deployment_spec(
     ]
     return deployment_spec(
         controller_manager_labels(names),
-        settings.controller_manager_replicas,
+        settings.running(settings.controller_manager_replicas),
         container,
         volumes,
     )

@@ -78,7 +78,9 @@ def scheduler_deployment_spec(settings: ControlPlaneSettings, names: ObjectNames
         secret_volume("config", scheduler_secret_name(names)),
         empty_dir_volume("tmp", "16Mi"),
     ]
-    return deployment_spec(scheduler_labels(names), settings.scheduler_replicas, container, volumes)
+    return deployment_spec(
+        scheduler_labels(names), settings.running(settings.scheduler_replicas), container, volumes
+    )
 
 
 class Scheduler(pulumi.ComponentResource):
