@@ -4,6 +4,9 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 
 K8S_VERSION ?= v1.37.2
+# The other releases the e2e runs tenants at (tests/e2e/test_releases.py): their control plane,
+# node binaries and paired etcd only.
+E2E_RELEASES ?= v1.36.1 v1.36.3
 # Built binaries and images live outside the work tree, one directory per version.
 K8S_ON_K8S_CACHE ?= /var/cache/k8s-on-k8s
 export K8S_ON_K8S_CACHE
@@ -11,7 +14,7 @@ CACHE := $(K8S_ON_K8S_CACHE)/$(K8S_VERSION)
 # What the rig (tests/e2e/infra) runs with.
 RIG_ENV := RIG_PYTHON=$(abspath $(PYTHON)) RIG_BIN_DIR=$(CACHE)/bin RIG_IMAGES_DIR=$(CACHE)/images
 
-.PHONY: test setup lint typecheck unit e2e e2e-deps binaries engine images up down bench bench-memory clean
+.PHONY: test setup lint typecheck unit e2e e2e-deps binaries release-binaries engine images up down bench bench-memory clean
 
 ## test: everything CI checks, on a fresh machine: set-up, lint, type check, unit and e2e tests
 test: lint typecheck unit e2e
@@ -36,7 +39,7 @@ unit: setup
 	$(PYTHON) -m pytest -q
 
 ## e2e: a real infrastructure cluster from Kubernetes binaries, the program deployed onto it
-e2e: setup e2e-deps binaries engine images
+e2e: setup e2e-deps binaries release-binaries engine images
 	$(RIG_ENV) hack/e2e.sh $(abspath $(PYTHON)) -m pytest tests/e2e -x -v -s -p no:cacheprovider
 
 e2e-deps:
@@ -44,6 +47,9 @@ e2e-deps:
 
 binaries:
 	hack/build-binaries.sh $(K8S_VERSION)
+
+release-binaries:
+	for version in $(E2E_RELEASES); do hack/build-binaries.sh $$version; done
 
 engine:
 	hack/build-engine.sh

@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
-# Builds the binaries the e2e rig and the tenant images need, from the Go module proxy only:
-#   kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl kubeadm
-#   etcd etcdctl pause coredns proxy-server proxy-agent traefik kube-router crane
-# into ${K8S_ON_K8S_CACHE:-/var/cache/k8s-on-k8s}/<version>/bin (outside the work tree).
+# Builds the binaries the e2e rig and the tenant images need, from the Go module proxy only,
+# into ${K8S_ON_K8S_CACHE:-/var/cache/k8s-on-k8s}/<version>/bin (outside the work tree):
 #
-# Usage: hack/build-binaries.sh [K8S_VERSION]   (only v1.37.2: the wrapper go.mod pins it)
+#   hack/build-binaries.sh [v1.37.2]  the rig's release: everything the rig and its tenants run
+#     kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl kubeadm
+#     etcd etcdctl pause coredns proxy-server proxy-agent traefik kube-router crane
+#   hack/build-binaries.sh v1.36.3    another release a tenant runs at (tests/e2e/test_releases.py):
+#     its control plane, the node binaries of its workers and its paired etcd only
+#     kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd etcdctl
 #
+# Each release has its wrapper module in hack/build/kubernetes/<version>, each etcd release in
+# hack/build/etcd/<version>; the etcd a release pairs with is components/common/versions.py's.
 # A binary that is already present and answers --version is reused, so a warm run takes seconds.
 # Set FORCE=1 to rebuild everything.
 set -euo pipefail
 
-readonly SUPPORTED_K8S_VERSION="v1.37.2"
-readonly ETCD_VERSION="v3.7.0"
+readonly RIG_K8S_VERSION="v1.37.2"
 readonly PAUSE_VERSION="3.10.2"
 readonly COREDNS_VERSION="v1.14.6"
 # Konnectivity (apiserver-network-proxy): v0.36.0 is the release whose konnectivity-client
-# Kubernetes v1.37.2 links (hack/build/kubernetes/go.mod); hack/build/konnectivity/go.mod pins it.
+# Kubernetes v1.37.2 links (hack/build/kubernetes/v1.37.2/go.mod); hack/build/konnectivity/go.mod
+# pins it.
 readonly KONNECTIVITY_VERSION="v0.36.0"
 readonly KONNECTIVITY_MODULE="sigs.k8s.io/apiserver-network-proxy"
 # Traefik, the rig's ingress controller (its kubernetesIngressNGINX provider does SSL passthrough),
@@ -34,18 +39,32 @@ readonly CRANE_MODULE="github.com/google/go-containerregistry"
 # Stands in for the fork of it that Traefik's go.mod names and the module proxy refuses.
 readonly GO_HTTP_AUTH="github.com/abbot/go-http-auth@v0.4.0"
 
-k8s_version="${1:-${SUPPORTED_K8S_VERSION}}"
-if [[ "${k8s_version}" != "${SUPPORTED_K8S_VERSION}" ]]; then
-  echo "error: only Kubernetes ${SUPPORTED_K8S_VERSION} can be built:" \
-    "hack/build/kubernetes/go.mod pins k8s.io/kubernetes ${SUPPORTED_K8S_VERSION} and its" \
-    "staging modules. Update that go.mod (and this script) to build ${k8s_version}." >&2
-  exit 2
-fi
-
+k8s_version="${1:-${RIG_K8S_VERSION}}"
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build_dir="${repo_root}/hack/build"
 cache_dir="${K8S_ON_K8S_CACHE:-/var/cache/k8s-on-k8s}"
 bin_dir="${cache_dir}/${k8s_version}/bin"
+k8s_module_dir="${build_dir}/kubernetes/${k8s_version}"
+if [[ ! -f "${k8s_module_dir}/go.mod" ]]; then
+  echo "error: no wrapper module for Kubernetes ${k8s_version} in hack/build/kubernetes" \
+    "(there are: $(ls "${build_dir}/kubernetes" | tr '\n' ' ')); hack/build/README.md says how" \
+    "to add one" >&2
+  exit 2
+fi
+# The etcd release kubeadm pairs with this one, as the program deploys it.
+etcd_version="v$(cd "${repo_root}" && python3 -c '
+import sys
+from components.common.versions import find_release
+release = find_release(sys.argv[1])
+if release is None:
+    sys.exit(f"error: {sys.argv[1]} is not a release components/common/versions.py supports")
+print(release.etcd_version)' "${k8s_version}")"
+etcd_module_dir="${build_dir}/etcd/${etcd_version}"
+if [[ ! -f "${etcd_module_dir}/go.mod" ]]; then
+  echo "error: no wrapper module for etcd ${etcd_version} (paired with ${k8s_version})" \
+    "in hack/build/etcd" >&2
+  exit 2
+fi
 mkdir -p "${bin_dir}"
 
 # Static binaries, no local paths embedded, symbols stripped to keep them small; -p 2 matches CI's
@@ -124,12 +143,12 @@ build() {
 }
 
 total_started=${SECONDS}
-log "Go: $(go version); output: ${bin_dir}"
+log "Go: $(go version); Kubernetes ${k8s_version} with etcd ${etcd_version}; output: ${bin_dir}"
 
 # --- Kubernetes ---------------------------------------------------------------------------------
 k8s_minor="${k8s_version#v1.}"
 k8s_minor="${k8s_minor%%.*}"
-k8s_build_date="$(module_time "${build_dir}/kubernetes" "k8s.io/kubernetes@${k8s_version}")"
+k8s_build_date="$(module_time "${k8s_module_dir}" "k8s.io/kubernetes@${k8s_version}")"
 if [[ -z "${k8s_build_date}" ]]; then
   echo "error: could not read the release time of k8s.io/kubernetes@${k8s_version}" >&2
   exit 1
@@ -144,16 +163,27 @@ for version_package in k8s.io/component-base/version k8s.io/client-go/pkg/versio
   k8s_ldflags+=" -X ${version_package}.gitTreeState=clean"
   k8s_ldflags+=" -X ${version_package}.buildDate=${k8s_build_date}"
 done
-for name in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl \
-  kubeadm; do
-  build "${name}" "${k8s_version}" "${build_dir}/kubernetes" "k8s.io/kubernetes/cmd/${name}" \
+# A tenant release needs no kubectl or kubeadm: the tests run the rig's.
+k8s_binaries=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+if [[ "${k8s_version}" == "${RIG_K8S_VERSION}" ]]; then
+  k8s_binaries+=(kubectl kubeadm)
+fi
+for name in "${k8s_binaries[@]}"; do
+  build "${name}" "${k8s_version}" "${k8s_module_dir}" "k8s.io/kubernetes/cmd/${name}" \
     "${k8s_ldflags}"
 done
 
 # --- etcd ---------------------------------------------------------------------------------------
-etcd_ldflags="-X go.etcd.io/etcd/api/v3/version.GitSHA=${ETCD_VERSION}"
-build etcd "${ETCD_VERSION#v}" "${build_dir}/etcd" go.etcd.io/etcd/server/v3 "${etcd_ldflags}"
-build etcdctl "${ETCD_VERSION#v}" "${build_dir}/etcd" go.etcd.io/etcd/etcdctl/v3 "${etcd_ldflags}"
+etcd_ldflags="-X go.etcd.io/etcd/api/v3/version.GitSHA=${etcd_version}"
+build etcd "${etcd_version#v}" "${etcd_module_dir}" go.etcd.io/etcd/server/v3 "${etcd_ldflags}"
+build etcdctl "${etcd_version#v}" "${etcd_module_dir}" go.etcd.io/etcd/etcdctl/v3 "${etcd_ldflags}"
+
+if [[ "${k8s_version}" != "${RIG_K8S_VERSION}" ]]; then
+  log "the binaries of tenant release ${k8s_version} are ready in ${bin_dir}" \
+    "(total $((SECONDS - total_started))s)"
+  ls -l "${bin_dir}"
+  exit 0
+fi
 
 # --- pause and CoreDNS --------------------------------------------------------------------------
 build pause "${PAUSE_VERSION}" "${build_dir}/pause" . "-X main.version=${PAUSE_VERSION}"

@@ -6,6 +6,7 @@ and tested without the Pulumi runtime.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 # The UID/GID of distroless "nonroot"; the upstream images run fine as any non-root user.
@@ -111,6 +112,33 @@ def pod_disruption_budget_spec(selector_labels: dict[str, str], replicas: int) -
         "selector": {"matchLabels": selector_labels},
         "unhealthyPodEvictionPolicy": "AlwaysAllow",
     }
+
+
+# pulumi-kubernetes 4.25.0's own await for a StatefulSet or Deployment update can end at once:
+# it may read the status the controller wrote for the previous spec, which still looks rolled
+# out (fixed upstream for StatefulSets after 4.25.0; seen here for both, in about half of the
+# updates). Conditions under this annotation replace that await, and each waits first for
+# status.observedGeneration to reach metadata.generation, i.e. for the controller to have seen
+# the new spec.
+WAIT_FOR_ANNOTATION = "pulumi.com/waitFor"
+ROLLED_OUT_FIELDS = ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
+
+
+def rollout_wait_for(replicas: int) -> dict[str, str]:
+    """The annotation that holds `pulumi up` until a StatefulSet's or Deployment's rollout is
+    done: exactly `replicas` pods, all of the new spec, Ready and available (old ones gone); at
+    zero, until the controller has seen the scale-down (the counts are then left out)."""
+    if replicas == 0:
+        conditions = ["jsonpath={.spec.replicas}=0"]
+    else:
+        conditions = [f"jsonpath={{.status.{field}}}={replicas}" for field in ROLLED_OUT_FIELDS]
+    return {WAIT_FOR_ANNOTATION: json.dumps(conditions)}
+
+
+def with_rollout_wait(metadata: Manifest, replicas: int) -> Manifest:
+    """Workload metadata with `rollout_wait_for(replicas)` among its annotations."""
+    annotations = {**metadata.get("annotations", {}), **rollout_wait_for(replicas)}
+    return {**metadata, "annotations": annotations}
 
 
 def deployment_spec(

@@ -24,6 +24,7 @@ from components.common.podspec import (
     resources,
     secret_volume,
     spread_over_nodes,
+    with_rollout_wait,
 )
 from components.config import ControlPlaneSettings, with_extra_args
 from components.host.certs import ETCD_CA, ETCD_PEER, ETCD_SERVER, Pki
@@ -233,7 +234,9 @@ class Etcd(pulumi.ComponentResource):
         )
         self.statefulset = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
-            metadata=metadata(names.etcd),
+            metadata=with_rollout_wait(
+                metadata(names.etcd), settings.running(settings.etcd_replicas)
+            ),
             spec=rolled_on_change(etcd_statefulset_spec(settings, names, generation.result), files),
             opts=pulumi.ResourceOptions.merge(
                 child, pulumi.ResourceOptions(depends_on=[secret, peer_service])

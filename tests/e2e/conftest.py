@@ -44,7 +44,8 @@ from tests.e2e.tenant import (  # noqa: E402
 # The run order. The shared tenant goes through the modules that use it in this order: each
 # declares the phases it starts from and leaves (TENANT_PHASES, tests/e2e/tenant.py), and
 # collection fails unless this order starts each in a phase it accepts (nodePort, then
-# konnectivity on, then ingress; the last one destroys it). The pure modules come first; they
+# konnectivity on, then ingress; test_destroy destroys it, and test_releases runs tenants of its
+# own in the emptied namespace after it). The pure modules come first; they
 # also run in `make unit` (pyproject.toml's testpaths). images/test_build.py runs the real crane
 # (RIG_BIN_DIR's, built by `make binaries`): e2e only, where a missing crane fails it.
 MODULE_ORDER = (
@@ -61,6 +62,7 @@ MODULE_ORDER = (
     "test_worker_join_ingress.py",
     "test_worker_join_kubeadm.py",
     "test_destroy.py",
+    "test_releases.py",
 )
 
 

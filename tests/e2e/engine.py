@@ -135,6 +135,11 @@ class Operation:
     outputs: dict[str, Any] = field(default_factory=dict, repr=False)  # holds secrets
     # Every step but "same": resource name -> operation ("update", "replace", "create", ...).
     steps: dict[str, str] = field(default_factory=dict)
+    # When each of those steps started and ended, in seconds since the run started (an end is
+    # missing for a step whose outputs never came, as in a preview).
+    step_times: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    # The wall-clock time (epoch seconds) the step times count from.
+    started_at: float = 0.0
 
     @property
     def changed(self) -> dict[str, int]:
@@ -152,8 +157,18 @@ class StepRecorder:
 
     def __init__(self) -> None:
         self.steps: dict[str, str] = {}
+        self.step_times: dict[str, tuple[float, float | None]] = {}
+        self._started = time.monotonic()
+        self.started_at = time.time()
 
     def __call__(self, event: auto.EngineEvent) -> None:
+        now = time.monotonic() - self._started
+        done = event.res_outputs_event
+        if done is not None:
+            name = done.metadata.urn.rsplit("::", 1)[-1]
+            if name in self.step_times:
+                self.step_times[name] = (self.step_times[name][0], now)
+            return
         pre = event.resource_pre_event
         if pre is None or pre.metadata.op in (auto.OpType.SAME, auto.OpType.READ):
             return
@@ -163,6 +178,7 @@ class StepRecorder:
         operation = _op_name(pre.metadata.op)
         if self.steps.get(name) != "replace":
             self.steps[name] = "replace" if "replace" in operation else operation
+        self.step_times.setdefault(name, (now, None))
 
 
 class ProjectStack:
@@ -254,7 +270,7 @@ class ProjectStack:
         with self.log_file.open("a") as handle:
             handle.write(line + "\n")
 
-    def _run(self, kind: str, **options: Any) -> tuple[Any, float, dict[str, str]]:
+    def _run(self, kind: str, **options: Any) -> tuple[Any, float, StepRecorder]:
         """One `pulumi <kind>` through the Automation API: its result, seconds and steps."""
         run: dict[str, Callable[..., Any]] = {
             "up": self.stack.up,
@@ -268,7 +284,7 @@ class ProjectStack:
             result = run[kind](on_output=self._on_output, on_event=steps, color="never", **options)
         except auto.CommandError as error:
             raise EngineError(f"pulumi {kind}", error, self.log_file) from None
-        return result, time.monotonic() - started, steps.steps
+        return result, time.monotonic() - started, steps
 
     def _finish(
         self, kind: str, seconds: float, counts: Mapping[Any, int], **fields: Any
@@ -281,16 +297,26 @@ class ProjectStack:
         result, seconds, steps = self._run("up", **options)
         outputs = {name: value.value for name, value in result.outputs.items()}
         counts = result.summary.resource_changes or {}
-        return self._finish("up", seconds, counts, outputs=outputs, steps=steps)
+        return self._finish(
+            "up",
+            seconds,
+            counts,
+            outputs=outputs,
+            steps=steps.steps,
+            step_times=steps.step_times,
+            started_at=steps.started_at,
+        )
 
     def preview(self, **options: Any) -> Operation:
         result, seconds, steps = self._run("preview", **options)
-        return self._finish("preview", seconds, result.change_summary or {}, steps=steps)
+        return self._finish("preview", seconds, result.change_summary or {}, steps=steps.steps)
 
     def destroy(self, **options: Any) -> Operation:
         result, seconds, steps = self._run("destroy", **options)
         counts = result.summary.resource_changes or {}
-        return self._finish("destroy", seconds, counts, steps=steps)
+        return self._finish(
+            "destroy", seconds, counts, steps=steps.steps, step_times=steps.step_times
+        )
 
     def process_env(self) -> dict[str, str]:
         return {**os.environ, **self.env}

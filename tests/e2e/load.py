@@ -41,6 +41,12 @@ class LoadReport:
         return figure
 
 
+def wall_clock() -> str:
+    """Local time to the millisecond, to place a failure among other events."""
+    now = time.time()
+    return time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
+
+
 def request_once(url: str, context: ssl.SSLContext, timeout: float) -> str | None:
     """One GET; None when it answered 200, else why not."""
     parts = urlsplit(url)
@@ -119,7 +125,7 @@ class RequestLoad(_Poller):
                 self.report.errors[error] += 1
                 if len(self.report.first_failures) < 5:
                     at = time.monotonic() - self._started
-                    self.report.first_failures.append((at, f"{time.strftime('%H:%M:%S')} {error}"))
+                    self.report.first_failures.append((at, f"{wall_clock()} {error}"))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> RequestLoad:

@@ -37,10 +37,14 @@ from tests.e2e.infra import InfraCluster
 from tests.e2e.infra.processes import log
 from tests.e2e.infra.worker import API_PROXY_IMAGE, WorkerSettings
 from tests.e2e.load import FirstAnswer, RequestLoad
+from tests.e2e.timeline import UpdateTimeline
 
 NODE_PORT = 31443
 CLUSTER = "e2e"
 FIGURES: dict[str, Any] = {}
+# What the infrastructure cluster did during each update under load, by figure (printed when a
+# request of that update failed).
+TIMELINES: dict[str, UpdateTimeline] = {}
 # Every e2e worker takes this address, one after the other.
 WORKER_EGRESS_CIDR = f"{WorkerSettings.node_ip}/32"
 
@@ -265,7 +269,11 @@ def describe_pods(infra: InfraCluster) -> str:
     return "\n".join(lines)
 
 
-def deploy_tenant(infra: InfraCluster) -> Tenant:
+def deploy_tenant(
+    infra: InfraCluster, config: dict[str, str] | None = None, *, label: str = ""
+) -> Tenant:
+    """A new stack of the project and its first `pulumi up`: the shared tenant's stack_config
+    unless `config` is given (its figures then carry `label`)."""
     work_dir = Path(tempfile.mkdtemp(prefix="tenant-"))
     stack = ProjectStack(
         STACK,
@@ -281,15 +289,16 @@ def deploy_tenant(infra: InfraCluster) -> Tenant:
         kubeconfig=work_dir / "kubeconfig",
         ca_file=work_dir / "ca.crt",
     )
-    config = stack_config(infra)
-    readyz = f"https://{infra.node_ip}:{NODE_PORT}/readyz"
+    config = config or stack_config(infra)
+    suffix = f" ({label})" if label else ""
+    readyz = f"https://{infra.node_ip}:{config.get('nodePort', NODE_PORT)}/readyz"
     try:
         with FirstAnswer(readyz) as first_answer:
-            tenant.update(config, figure="pulumi up: create")
+            tenant.update(config, figure=f"pulumi up: create{suffix}")
     except AssertionError:
         print(describe_pods(infra))
         raise
-    FIGURES["pulumi up start to the tenant API answering /readyz (s)"] = (
+    FIGURES[f"pulumi up start to the tenant API answering /readyz{suffix} (s)"] = (
         round(first_answer.seconds, 1) if first_answer.seconds is not None else None
     )
     # pulumi-kubernetes waited for every workload to be available; nothing is left to wait for.
@@ -319,7 +328,12 @@ def under_load(
         loads["through the endpoint"] = RequestLoad(
             tenant.outputs["endpoint"] + LOAD_REQUEST_PATH, tenant.admin_ssl_context()
         )
+    timeline = UpdateTimeline(
+        tenant.infra.kubectl_path, tenant.infra.admin_kubeconfig, tenant.infra.namespace
+    )
+    TIMELINES[figure] = timeline
     with contextlib.ExitStack() as stack:
+        stack.enter_context(timeline)
         for load in loads.values():
             stack.enter_context(load)
         yield loads
@@ -339,4 +353,6 @@ def assert_no_failed_requests(
         ]
         print("\n".join(probes[-40:]))
         print(describe_pods(infra))
+        if figure in TIMELINES:
+            print(TIMELINES[figure].report())
     assert not failed, f"{figure}: {failed}"

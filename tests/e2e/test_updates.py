@@ -168,9 +168,10 @@ def test_renewal_issues_every_leaf_and_rolls_every_pod(tenant: Tenant) -> None:
     # provider does), after which nothing is due and a preview has nothing to do.
     restored = {**tenant.config}
     restored.pop("certificateRenewalHours")
-    with under_load(tenant, "renewal window back to the default") as loads:
+    figure = "renewal window back to the default"
+    with under_load(tenant, figure) as loads:
         operation = tenant.update(restored)
-    assert_no_failed_requests(loads, "restore", tenant.infra)
+    assert_no_failed_requests(loads, figure, tenant.infra)
     assert not operation.named("replace") & DURABLE
     assert tenant.stack.preview().changed == {}
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from components.common.podspec import WAIT_FOR_ANNOTATION
 from components.config import ConfigError, parse_settings
 from tests.harness import MockState, ProgramRun, run_program
 
@@ -37,12 +38,16 @@ def replicas(run: ProgramRun) -> dict[str, int]:
 
 
 def everything_but_replicas(run: ProgramRun) -> dict[str, Any]:
-    """Every resource's inputs, with the workloads' replica counts left out."""
+    """Every resource's inputs, with the workloads' replica counts (and the rollout wait that
+    follows them) left out."""
     kept: dict[str, Any] = {}
     for r in run.resources:
         inputs = dict(r.inputs)
         if r.name in WORKLOADS:
             inputs["spec"] = {k: v for k, v in inputs["spec"].items() if k != "replicas"}
+            annotations = dict(inputs["metadata"].get("annotations", {}))
+            annotations.pop(WAIT_FOR_ANNOTATION)
+            inputs["metadata"] = {**inputs["metadata"], "annotations": annotations}
         kept[f"{r.type}/{r.name}"] = inputs
     return kept
 

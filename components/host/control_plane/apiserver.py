@@ -27,6 +27,7 @@ from components.common.podspec import (
     pod_env_from_field,
     resources,
     secret_volume,
+    with_rollout_wait,
 )
 from components.config import ControlPlaneSettings, with_extra_args
 from components.host.certs import (
@@ -320,7 +321,9 @@ class ApiServer(pulumi.ComponentResource):
             rolled_by["konnectivity-server-client.crt"] = client.cert_pem
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=metadata(names.api_server),
+            metadata=with_rollout_wait(
+                metadata(names.api_server), settings.running(settings.api_server_replicas)
+            ),
             spec=rolled_on_change(spec, rolled_by),
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=mounted)),
         )

@@ -20,6 +20,7 @@ from components.common.podspec import (
     mount,
     resources,
     secret_volume,
+    with_rollout_wait,
 )
 from components.config import ControlPlaneSettings, with_extra_args
 from components.host.certs import CLUSTER_CA, FRONT_PROXY_CA, Pki
@@ -145,7 +146,9 @@ class ControllerManager(pulumi.ComponentResource):
         )
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=metadata,
+            metadata=with_rollout_wait(
+                metadata, settings.running(settings.controller_manager_replicas)
+            ),
             spec=rolled_on_change(controller_manager_deployment_spec(settings, names), files),
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[secret])),
         )

@@ -16,6 +16,7 @@ from components.common.podspec import (
     mount,
     resources,
     secret_volume,
+    with_rollout_wait,
 )
 from components.config import ControlPlaneSettings, ExtraArgs, with_extra_args
 from components.host.certs import Pki
@@ -114,7 +115,7 @@ class Scheduler(pulumi.ComponentResource):
         )
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=metadata,
+            metadata=with_rollout_wait(metadata, settings.running(settings.scheduler_replicas)),
             spec=rolled_on_change(scheduler_deployment_spec(settings, names), files),
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[secret])),
         )

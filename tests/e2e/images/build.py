@@ -5,6 +5,12 @@
 writes one image tarball per image into DIR (skipping those already up to date) and prints
 `reference<TAB>tar path` per image. Import them with `ctr -n k8s.io images import TAR`.
 
+    python -m tests.e2e.images.build --release v1.36.3 --bin-dir …/v1.36.3/bin \
+        --crane …/v1.37.2/bin/crane --out-dir …/v1.36.3/images
+
+does the same for another release a tenant runs at (`release_images`): its control plane and its
+paired etcd, from that release's binaries.
+
 go-containerregistry's `crane` (built into the bin dir by hack/build-binaries.sh) makes each
 image from one layer tar (layer.py): `crane append` onto the empty image, `crane mutate` for the
 platform, entrypoint, user, environment and working directory, written as a `docker save`
@@ -25,6 +31,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from components.common.versions import find_release
 
 from . import layer
 
@@ -66,24 +74,28 @@ def split_reference(reference: str) -> tuple[str, str]:
     return repository, tag
 
 
-def _kubernetes_image(name: str) -> ImageSpec:
+def kubernetes_image(name: str, version: str = KUBERNETES_VERSION) -> ImageSpec:
     # Upstream runs these as root with the binary on PATH (kubeadm's manifests call it by name).
     return ImageSpec(
-        reference=f"{REGISTRY}/{name}:{KUBERNETES_VERSION}",
+        reference=f"{REGISTRY}/{name}:{version}",
         binaries={f"/usr/local/bin/{name}": name},
     )
 
 
-IMAGES: tuple[ImageSpec, ...] = (
-    _kubernetes_image("kube-apiserver"),
-    _kubernetes_image("kube-controller-manager"),
-    _kubernetes_image("kube-scheduler"),
-    # kube-proxy also needs iptables/nft at runtime: pass them via build_all(extra_files=...).
-    _kubernetes_image("kube-proxy"),
-    ImageSpec(
-        reference=f"{REGISTRY}/etcd:{ETCD_IMAGE_TAG}",
+def _etcd_image(tag: str) -> ImageSpec:
+    return ImageSpec(
+        reference=f"{REGISTRY}/etcd:{tag}",
         binaries={"/usr/local/bin/etcd": "etcd", "/usr/local/bin/etcdctl": "etcdctl"},
-    ),
+    )
+
+
+IMAGES: tuple[ImageSpec, ...] = (
+    kubernetes_image("kube-apiserver"),
+    kubernetes_image("kube-controller-manager"),
+    kubernetes_image("kube-scheduler"),
+    # kube-proxy also needs iptables/nft at runtime: pass them via build_all(extra_files=...).
+    kubernetes_image("kube-proxy"),
+    _etcd_image(ETCD_IMAGE_TAG),
     ImageSpec(
         reference=f"{REGISTRY}/pause:{PAUSE_VERSION}",
         binaries={"/pause": "pause"},
@@ -113,6 +125,23 @@ IMAGES: tuple[ImageSpec, ...] = (
         user=f"{layer.NONROOT_UID}:{layer.NONROOT_UID}",
     ),
 )
+
+
+# What the infrastructure cluster runs of a tenant release: its control plane and its paired
+# etcd. Its workers build their kube-proxy image themselves (with iptables, infra/worker.py);
+# pause, CoreDNS and Konnectivity are the rig release's.
+RELEASE_KUBERNETES_IMAGES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
+def release_images(version: str) -> tuple[ImageSpec, ...]:
+    """The control plane images of `version`, and its paired etcd."""
+    release = find_release(version)
+    if release is None or release.version != version:
+        raise ValueError(f"not a supported Kubernetes release: {version!r}")
+    return (
+        *(kubernetes_image(name, version) for name in RELEASE_KUBERNETES_IMAGES),
+        _etcd_image(release.etcd_image_tag),
+    )
 
 
 # Not a program image: kubectl and a pause for the e2e's client pods (tenant workers and rig).
@@ -238,9 +267,11 @@ def build_image(
     bin_dir: Path,
     out_dir: Path,
     extra_files: Sequence[layer.ImageFile] = (),
+    crane: Path | None = None,
 ) -> Path:
-    """Builds one image tar unless it is up to date; returns its path."""
-    crane = crane_path(bin_dir)
+    """Builds one image tar unless it is up to date; returns its path. crane is bin_dir's
+    unless given (a tenant release's bin dir has none)."""
+    crane = crane or crane_path(bin_dir)
     files = layer.base_files()
     inputs = [Path(layer.__file__), Path(__file__), crane]
     for image_path, binary_name in sorted(spec.binaries.items()):
@@ -287,9 +318,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bin-dir", required=True, type=Path, help="hack/build-binaries.sh output")
     parser.add_argument("--out-dir", required=True, type=Path, help="where to write image tars")
+    parser.add_argument(
+        "--release", help="a tenant release: build only its own images (release_images)"
+    )
+    parser.add_argument("--crane", type=Path, help="crane, when --bin-dir has none")
     args = parser.parse_args(argv)
     try:
-        images = build_all(args.bin_dir, args.out_dir)
+        if args.release:
+            images = [
+                (spec.reference, build_image(spec, args.bin_dir, args.out_dir, crane=args.crane))
+                for spec in release_images(args.release)
+            ]
+        else:
+            images = build_all(args.bin_dir, args.out_dir)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

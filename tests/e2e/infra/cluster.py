@@ -770,6 +770,20 @@ class InfraCluster:
         images.append((KUBE_ROUTER.reference, router))
         import_images(s.containerd_socket, images, "containerd")
 
+    def import_release_images(self, version: str) -> None:
+        """Another release's control plane and etcd images (built from its binaries if needed),
+        for a tenant at that release; the binaries come from hack/build-binaries.sh VERSION."""
+        from tests.e2e.images.build import build_image, crane_path, release_images
+
+        s = self.settings
+        crane = crane_path(s.bin_dir)
+        bin_dir, images_dir = s.release_bin_dir(version), s.release_images_dir(version)
+        images = [
+            (spec.reference, build_image(spec, bin_dir, images_dir, crane=crane))
+            for spec in release_images(version)
+        ]
+        import_images(s.containerd_socket, images, f"containerd (release {version})")
+
     # -- Objects ------------------------------------------------------------------------------
 
     def _bootstrap_objects(self) -> None:

@@ -252,6 +252,15 @@ class RigSettings:
     def binary(self, name: str) -> Path:
         return self.bin_dir / name
 
+    def release_bin_dir(self, version: str) -> Path:
+        """The binaries hack/build-binaries.sh builds for another release, beside the rig's:
+        <cache>/<version>/bin next to <cache>/<rig version>/bin."""
+        return self.bin_dir.parent.parent / version / "bin"
+
+    def release_images_dir(self, version: str) -> Path:
+        """That release's images (tests.e2e.images.build --release), beside its binaries."""
+        return self.release_bin_dir(version).parent / "images"
+
     @property
     def kubectl(self) -> Path:
         return self.binary("kubectl")

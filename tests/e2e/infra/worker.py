@@ -116,6 +116,9 @@ class WorkerSettings:
     pod_bridge: str = "cni1"
     cgroup_root: str = "/k8sonk8s-worker"
     kubelet_port: int = KUBELET_PORT
+    # The Kubernetes release of the worker's kubelet and kube-proxy: the rig's unless given (a
+    # tenant release built by hack/build-binaries.sh, under the same cache).
+    release: str | None = None
 
     @classmethod
     def for_tenant(
@@ -186,6 +189,15 @@ class WorkerSettings:
         return self.node.cni_conf_dir
 
     @property
+    def kubernetes_version(self) -> str:
+        return self.release or self.rig.kubernetes_version
+
+    @property
+    def node_bin_dir(self) -> Path:
+        """Where the worker's kubelet and kube-proxy come from."""
+        return self.rig.release_bin_dir(self.release) if self.release else self.rig.bin_dir
+
+    @property
     def images_dir(self) -> Path:
         """The worker's image tars (kube-proxy with iptables differs from the rig's)."""
         return self.rig.images_dir / "worker"
@@ -251,14 +263,17 @@ def kube_router_image_files() -> list[ImageFile]:
     return [files[path] for path in sorted(files)]
 
 
-def build_worker_images(bin_dir: Path, out_dir: Path) -> list[tuple[str, Path]]:
+def build_worker_images(
+    bin_dir: Path, out_dir: Path, node_bin_dir: Path | None = None, release: str | None = None
+) -> list[tuple[str, Path]]:
     """pause, kube-proxy (with iptables), CoreDNS, the konnectivity agent, the API proxy
-    (HAProxy) and the e2e client (kubectl + pause)."""
+    (HAProxy) and the e2e client (kubectl + pause), from the rig's bin_dir. A worker of another
+    `release` also gets kube-proxy at that release, from node_bin_dir: the tenant runs that one
+    until its control plane moves to the rig's release, and the rig's after."""
     from tests.e2e.images import build
 
     by_reference = {spec.reference: spec for spec in build.IMAGES}
     pause = f"{build.REGISTRY}/pause:{build.PAUSE_VERSION}"
-    kube_proxy = f"{build.REGISTRY}/kube-proxy:{build.KUBERNETES_VERSION}"
     coredns = f"{build.REGISTRY}/coredns/coredns:{build.COREDNS_VERSION}"
     konnectivity_agent = (
         f"{build.REGISTRY}/kas-network-proxy/proxy-agent:{build.KONNECTIVITY_VERSION}"
@@ -266,10 +281,6 @@ def build_worker_images(bin_dir: Path, out_dir: Path) -> list[tuple[str, Path]]:
     client = build.E2E_CLIENT
     images = [
         (pause, build.build_image(by_reference[pause], bin_dir, out_dir)),
-        (
-            kube_proxy,
-            build.build_image(by_reference[kube_proxy], bin_dir, out_dir, iptables_image_files()),
-        ),
         (coredns, build.build_image(by_reference[coredns], bin_dir, out_dir)),
         (
             konnectivity_agent,
@@ -286,6 +297,14 @@ def build_worker_images(bin_dir: Path, out_dir: Path) -> list[tuple[str, Path]]:
             ),
         ),
     ]
+    kube_proxy_sources = {build.KUBERNETES_VERSION: bin_dir}
+    if release:
+        kube_proxy_sources[release] = node_bin_dir or bin_dir
+    crane = build.crane_path(bin_dir)
+    for version, source in kube_proxy_sources.items():
+        spec = build.kubernetes_image("kube-proxy", version)
+        tar = build.build_image(spec, source, out_dir, iptables_image_files(), crane=crane)
+        images.append((spec.reference, tar))
     return images
 
 
@@ -475,7 +494,7 @@ class Worker:
             kubelet = self._launch(
                 "kubelet",
                 node_kubelet_command(
-                    s.rig.binary("kubelet"),
+                    s.node_bin_dir / "kubelet",
                     s.node,
                     node_name=s.node_name,
                     node_ip=s.node_ip,
@@ -580,7 +599,7 @@ class Worker:
         s = self.settings
         import_images(
             s.containerd_socket,
-            build_worker_images(s.rig.bin_dir, s.images_dir),
+            build_worker_images(s.rig.bin_dir, s.images_dir, s.node_bin_dir, s.release),
             "the worker's containerd",
         )
 

@@ -1,7 +1,7 @@
 // Wrapper module: builds etcd and etcdctl from the Go module proxy.
 // Their own go.mod files replace sibling modules with ../api etc., which only works inside
 // the etcd repository; here the published v3.7.0 siblings are used instead.
-module k8s-on-k8s/hack/build/etcd
+module k8s-on-k8s/hack/build/etcd/v3.7.0
 
 go 1.26
 

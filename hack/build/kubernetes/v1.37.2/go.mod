@@ -1,7 +1,7 @@
 // Wrapper module: builds the Kubernetes release binaries from the Go module proxy.
 // k8s.io/kubernetes points its staging modules at ./staging/... (replace directives
 // that only apply inside its own repository), so we replace each with its published tag.
-module k8s-on-k8s/hack/build/kubernetes
+module k8s-on-k8s/hack/build/kubernetes/v1.37.2
 
 go 1.26.0
 

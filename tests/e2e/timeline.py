@@ -1,0 +1,154 @@
+"""What the infrastructure cluster did while an update ran, printed when a request failed.
+
+A refused connection during a rollout has few possible causes, and each leaves a trace:
+- a REJECT rule fired (kube-proxy's "has no endpoints", kube-router's policy default): its
+  packet counter in `iptables-save -c` went up;
+- a connection reached a pod that no longer listened: the EndpointSlices still listed it as
+  ready when the request failed, or its pod had stopped long before.
+`UpdateTimeline` keeps both: the REJECT counters before and after, and every EndpointSlice and
+pod change in the namespace with the time it was seen (to the millisecond, like the load's
+failures), so a failure can be placed among them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from tests.e2e.load import wall_clock
+
+_COUNTED_RULE = re.compile(r"^\[(\d+):\d+\] (-A .*-j REJECT.*)$")
+
+
+def reject_counters(iptables_save: str, table: str) -> dict[str, int]:
+    """Packets per REJECT rule in the output of `iptables-save -c -t <table>`."""
+    counters: dict[str, int] = {}
+    for line in iptables_save.splitlines():
+        match = _COUNTED_RULE.match(line)
+        if match:
+            counters[f"{table} {match.group(2)}"] = int(match.group(1))
+    return counters
+
+
+def counter_increases(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """The rules whose counter went up (a rule new since `before` counts from zero)."""
+    return {
+        rule: packets - before.get(rule, 0)
+        for rule, packets in after.items()
+        if packets > before.get(rule, 0)
+    }
+
+
+def _read_reject_counters() -> dict[str, int]:
+    counters: dict[str, int] = {}
+    for table in ("filter", "nat"):
+        saved = subprocess.run(
+            ["iptables-save", "-c", "-t", table], capture_output=True, text=True, check=True
+        )
+        counters |= reject_counters(saved.stdout, table)
+    return counters
+
+
+def describe_event(event: dict[str, Any]) -> str:
+    """One line for a watch event of a pod or an EndpointSlice: what a refusal depends on."""
+    kind, obj = event.get("type", "?"), event.get("object", {})
+    name = obj.get("metadata", {}).get("name", "?")
+    if obj.get("kind") == "EndpointSlice":
+        endpoints = []
+        for endpoint in obj.get("endpoints") or []:
+            conditions = endpoint.get("conditions", {})
+            states = "/".join(str(conditions.get(c)) for c in ("ready", "serving", "terminating"))
+            endpoints.append(f"{(endpoint.get('addresses') or ['?'])[0]}={states}")
+        return f"{kind} slice {name}: {' '.join(endpoints) or 'no endpoints'}"
+    status = obj.get("status", {})
+    containers = " ".join(
+        f"{c.get('name')}:ready={c.get('ready')}" for c in status.get("containerStatuses") or []
+    )
+    deleting = obj.get("metadata", {}).get("deletionTimestamp")
+    return f"{kind} pod {name} {status.get('podIP')} deleting={deleting} {containers}"
+
+
+class _Watch:
+    """`kubectl get --watch -o json` in the background, every event kept as one line with the
+    time it arrived."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.lines: list[str] = []
+        self._process = subprocess.Popen(
+            list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self._thread = threading.Thread(target=self._read, name="timeline-watch", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        # One JSON document per event: on one line, or indented over several.
+        buffered = ""
+        for line in self._process.stdout:
+            buffered += line
+            try:
+                event = json.loads(buffered)
+            except json.JSONDecodeError:
+                if line.startswith(("error", "Error")):  # kubectl gave up: keep why
+                    self.lines.append(f"{wall_clock()} {buffered.strip()[:300]}")
+                    buffered = ""
+                continue
+            buffered = ""
+            self.lines.append(f"{wall_clock()} {describe_event(event)}")
+        if buffered.strip():
+            self.lines.append(f"{wall_clock()} {buffered.strip()[:300]}")
+
+    def stop(self) -> None:
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._thread.join(timeout=10)
+
+
+class UpdateTimeline:
+    """`with UpdateTimeline(kubectl, kubeconfig, namespace) as timeline: ...`, then
+    `timeline.report()`."""
+
+    def __init__(self, kubectl: Path, kubeconfig: Path, namespace: str) -> None:
+        self._base = [str(kubectl), f"--kubeconfig={kubeconfig}", "-n", namespace]
+        self._watches: list[_Watch] = []
+        self._before: dict[str, int] = {}
+        self.rejected: dict[str, int] = {}
+
+    def __enter__(self) -> UpdateTimeline:
+        self._before = _read_reject_counters()
+        for kind in ("endpointslices", "pods"):
+            argv = [*self._base, "get", kind, "--watch", "--output-watch-events", "-o", "json"]
+            self._watches.append(_Watch(argv))
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for watch in self._watches:
+            watch.stop()
+        self.rejected = counter_increases(self._before, _read_reject_counters())
+
+    def report(self) -> str:
+        lines = sorted(line for watch in self._watches for line in watch.lines)
+        rejected = [f"  {packets} packets: {rule}" for rule, packets in self.rejected.items()]
+        return "\n".join(
+            [
+                "REJECT rules that fired during the update:",
+                *(rejected or ["  none"]),
+                "EndpointSlices and pods of the namespace, as seen:",
+                *lines,
+            ]
+        )
