@@ -9,6 +9,7 @@ import base64
 import datetime
 import importlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -336,3 +337,25 @@ def test_watch_events_become_one_line_each_even_without_endpoints_or_statuses() 
     endpoint = {"addresses": ["10.0.0.1"], "conditions": {"ready": False, "serving": True}}
     sliced = {"type": "MODIFIED", "object": {**empty, "endpoints": [endpoint]}}
     assert timeline.describe_event(sliced) == "MODIFIED slice s: 10.0.0.1=False/True/None"
+
+
+KUBE_PROXY_METRICS = """# HELP kubeproxy_network_programming_duration_seconds ...
+kubeproxy_network_programming_duration_seconds_bucket{ip_family="IPv4",le="1"} 3
+kubeproxy_network_programming_duration_seconds_bucket{ip_family="IPv4",le="2"} 4
+kubeproxy_network_programming_duration_seconds_bucket{ip_family="IPv4",le="+Inf"} 4
+kubeproxy_sync_full_proxy_rules_duration_seconds_bucket{le="0.5"} 1
+kubeproxy_sync_partial_proxy_rules_duration_seconds_bucket{le="0.5"} 9
+kubeproxy_sync_partial_proxy_rules_duration_seconds_bucket{le="+Inf"} 9
+other_bucket{le="1"} 7
+"""
+
+
+def test_the_slowest_kube_proxy_observation_between_two_readings_is_bounded_by_its_bucket() -> None:
+    before = timeline.histogram_buckets(KUBE_PROXY_METRICS)
+    assert set(before) == set(timeline.KUBE_PROXY_HISTOGRAMS)
+    name = "kubeproxy_network_programming_duration_seconds"
+    assert before[name] == {1.0: 3, 2.0: 4, math.inf: 4}
+    slower = {1.0: 4, 2.0: 5, math.inf: 7}  # one at most 1 s, one more under 2 s, two beyond
+    assert timeline.slowest_since(before[name], slower) == math.inf
+    assert timeline.slowest_since(before[name], {1.0: 3, 2.0: 6, math.inf: 6}) == 2.0
+    assert timeline.slowest_since(before[name], before[name]) is None

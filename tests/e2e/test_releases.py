@@ -335,64 +335,66 @@ def release_worker(tenant: Tenant, version: str, node_name: str) -> Iterator[Wor
         yield node
 
 
-class TestMovesBetweenReleases:
-    """One tenant from v1.36.1 to v1.36.3 and back, up again, then to v1.37.2."""
+# One tenant from v1.36.1 to v1.36.3 and back, up again, then to v1.37.2.
 
-    @pytest.fixture(scope="class")
-    def tenant_at_release(self, infra_cluster: InfraCluster) -> Iterator[Tenant]:
-        with release_tenant(infra_cluster, PATCH_FROM) as tenant:
-            yield tenant
 
-    @pytest.fixture(scope="class")
-    def worker(self, tenant_at_release: Tenant) -> Iterator[Worker]:
-        with release_worker(tenant_at_release, PATCH_TO, "tenant-worker-v1-36") as node:
-            yield node
+@pytest.fixture(scope="module")
+def tenant_at_release(infra_cluster: InfraCluster) -> Iterator[Tenant]:
+    with release_tenant(infra_cluster, PATCH_FROM) as tenant:
+        yield tenant
 
-    def test_it_boots_at_an_older_patch_with_its_paired_etcd(
-        self, tenant_at_release: Tenant
-    ) -> None:
-        assert_at(tenant_at_release, PATCH_FROM)
-        tenant_at_release.kubectl("create", "configmap", DATA, "--from-literal=k=v")
-        tenant_at_release.kubectl("create", "secret", "generic", DATA, "--from-literal=k=v")
-        assert_data_intact(tenant_at_release)
 
-    def test_a_patch_upgrade_and_its_rollback_go_through_pulumi_up_under_load(
-        self, tenant_at_release: Tenant
-    ) -> None:
-        move(tenant_at_release, PATCH_TO, f"patch upgrade {PATCH_FROM} to {PATCH_TO}")
-        move(tenant_at_release, PATCH_FROM, f"patch rollback {PATCH_TO} to {PATCH_FROM}")
-        move(tenant_at_release, PATCH_TO, f"patch upgrade again {PATCH_FROM} to {PATCH_TO}")
+@pytest.fixture(scope="module")
+def release_node(tenant_at_release: Tenant) -> Iterator[Worker]:
+    with release_worker(tenant_at_release, PATCH_TO, "tenant-worker-v1-36") as node:
+        yield node
 
-    def test_a_worker_of_the_release_joins_and_runs_a_pod(
-        self, tenant_at_release: Tenant, worker: Worker
-    ) -> None:
-        run_idle_pod(tenant_at_release, "before-the-minor-upgrade", worker.settings.node_name)
 
-    def test_a_minor_upgrade_goes_in_kubeadm_order_without_a_failed_request(
-        self, tenant_at_release: Tenant, worker: Worker
-    ) -> None:
-        figure = f"minor upgrade {PATCH_TO} to {MINOR_TO}"
-        phases = move(tenant_at_release, MINOR_TO, figure)
-        assert set(phases) == set(UPGRADE_PHASES), phases
-        # kubeadm's order: etcd done before the apiservers start, the apiservers done before the
-        # controller-manager and the scheduler start (by the engine's steps; move() checks the
-        # pods too).
-        assert phases["etcd"][1] <= phases["apiservers"][0], phases
-        for component in ("controller-manager", "scheduler"):
-            assert phases["apiservers"][1] <= phases[component][0], phases
+def test_it_boots_at_an_older_patch_with_its_paired_etcd(tenant_at_release: Tenant) -> None:
+    assert_at(tenant_at_release, PATCH_FROM)
+    tenant_at_release.kubectl("create", "configmap", DATA, "--from-literal=k=v")
+    tenant_at_release.kubectl("create", "secret", "generic", DATA, "--from-literal=k=v")
+    assert_data_intact(tenant_at_release)
 
-        # The worker, now one minor behind, stays Ready; its pod runs on, and a new one starts.
-        node = worker.settings.node_name
-        assert _is_ready(tenant_object(tenant_at_release, "node", node))
-        assert node_version(tenant_at_release, node) == PATCH_TO
-        assert _is_ready(
-            tenant_object(tenant_at_release, "pod", "before-the-minor-upgrade", "-n", NAMESPACE)
-        )
-        run_idle_pod(tenant_at_release, "after-the-minor-upgrade", node)
-        # Add-ons after: kube-proxy and CoreDNS move to the new release's images.
-        wanted = {"kube-proxy": {MINOR_TO}, "kube-dns": {DEFAULT_RELEASE.coredns_version}}
-        wait_for(
-            "the add-ons of the new release Ready on the worker",
-            lambda: addons_of(tenant_at_release, node) == wanted,
-            timeout=180,
-        )
+
+def test_a_patch_upgrade_and_its_rollback_go_through_pulumi_up_under_load(
+    tenant_at_release: Tenant,
+) -> None:
+    move(tenant_at_release, PATCH_TO, f"patch upgrade {PATCH_FROM} to {PATCH_TO}")
+    move(tenant_at_release, PATCH_FROM, f"patch rollback {PATCH_TO} to {PATCH_FROM}")
+    move(tenant_at_release, PATCH_TO, f"patch upgrade again {PATCH_FROM} to {PATCH_TO}")
+
+
+def test_a_worker_of_the_release_joins_and_runs_a_pod(
+    tenant_at_release: Tenant, release_node: Worker
+) -> None:
+    run_idle_pod(tenant_at_release, "before-the-minor-upgrade", release_node.settings.node_name)
+
+
+def test_a_minor_upgrade_goes_in_kubeadm_order_without_a_failed_request(
+    tenant_at_release: Tenant, release_node: Worker
+) -> None:
+    figure = f"minor upgrade {PATCH_TO} to {MINOR_TO}"
+    phases = move(tenant_at_release, MINOR_TO, figure)
+    assert set(phases) == set(UPGRADE_PHASES), phases
+    # kubeadm's order: etcd done before the apiservers start, the apiservers done before the
+    # controller-manager and the scheduler start (by the engine's steps; move() checks the
+    # pods too).
+    assert phases["etcd"][1] <= phases["apiservers"][0], phases
+    for component in ("controller-manager", "scheduler"):
+        assert phases["apiservers"][1] <= phases[component][0], phases
+    # The worker, now one minor behind, stays Ready; its pod runs on, and a new one starts.
+    node = release_node.settings.node_name
+    assert _is_ready(tenant_object(tenant_at_release, "node", node))
+    assert node_version(tenant_at_release, node) == PATCH_TO
+    assert _is_ready(
+        tenant_object(tenant_at_release, "pod", "before-the-minor-upgrade", "-n", NAMESPACE)
+    )
+    run_idle_pod(tenant_at_release, "after-the-minor-upgrade", node)
+    # Add-ons after: kube-proxy and CoreDNS move to the new release's images.
+    wanted = {"kube-proxy": {MINOR_TO}, "kube-dns": {DEFAULT_RELEASE.coredns_version}}
+    wait_for(
+        "the add-ons of the new release Ready on the worker",
+        lambda: addons_of(tenant_at_release, node) == wanted,
+        timeout=180,
+    )

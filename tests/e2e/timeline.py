@@ -4,23 +4,26 @@ A refused connection during a rollout has few possible causes, and each leaves a
 - a REJECT rule fired (kube-proxy's "has no endpoints", kube-router's policy default): its
   packet counter in `iptables-save -c` went up;
 - a connection reached a pod that no longer listened: the EndpointSlices still listed it as
-  ready when the request failed, or its pod had stopped long before.
-`UpdateTimeline` keeps both: the REJECT counters before and after, and every EndpointSlice and
+  ready when the request failed, or the rig's kube-proxy took long to program a change.
+`UpdateTimeline` keeps all three: the REJECT counters before and after, every EndpointSlice and
 pod change in the namespace with the time it was seen (to the millisecond, like the load's
-failures), so a failure can be placed among them.
+failures), and how long kube-proxy's slowest endpoint change and sync took meanwhile.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import threading
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from components.common.endpoints import KUBE_PROXY_METRICS_PORT
 from tests.e2e.load import wall_clock
 
 _COUNTED_RULE = re.compile(r"^\[(\d+):\d+\] (-A .*-j REJECT.*)$")
@@ -43,6 +46,45 @@ def counter_increases(before: dict[str, int], after: dict[str, int]) -> dict[str
         for rule, packets in after.items()
         if packets > before.get(rule, 0)
     }
+
+
+# kube-proxy's histograms of how long an endpoint change took to reach the rules, and one sync.
+KUBE_PROXY_METRICS_URL = f"http://127.0.0.1:{KUBE_PROXY_METRICS_PORT}/metrics"
+KUBE_PROXY_HISTOGRAMS = (
+    "kubeproxy_network_programming_duration_seconds",
+    "kubeproxy_sync_full_proxy_rules_duration_seconds",
+    "kubeproxy_sync_partial_proxy_rules_duration_seconds",
+)
+_BUCKET = re.compile(r'^(\w+)_bucket\{(?:[^}]*,)?le="([^"]+)"[^}]*\} (\S+)$')
+
+
+def histogram_buckets(metrics: str) -> dict[str, dict[float, float]]:
+    """Cumulative bucket counts by upper bound, for KUBE_PROXY_HISTOGRAMS."""
+    buckets: dict[str, dict[float, float]] = {}
+    for line in metrics.splitlines():
+        match = _BUCKET.match(line)
+        if match and match.group(1) in KUBE_PROXY_HISTOGRAMS:
+            name, bound, count = match.groups()
+            buckets.setdefault(name, {})[float(bound)] = float(count)
+    return buckets
+
+
+def slowest_since(before: Mapping[float, float], after: Mapping[float, float]) -> float | None:
+    """The smallest bucket bound that holds every observation made between the two readings
+    (None: nothing observed; inf: beyond the last bound)."""
+    new = {bound: after[bound] - before.get(bound, 0.0) for bound in after}
+    total = new.get(math.inf, max(new.values(), default=0.0))
+    if not total:
+        return None
+    return min(bound for bound, count in new.items() if count >= total)
+
+
+def _read_kube_proxy_histograms() -> dict[str, dict[float, float]]:
+    try:
+        with urllib.request.urlopen(KUBE_PROXY_METRICS_URL, timeout=5) as response:
+            return histogram_buckets(response.read().decode())
+    except OSError:
+        return {}
 
 
 def _read_reject_counters() -> dict[str, int]:
@@ -123,9 +165,13 @@ class UpdateTimeline:
         self._watches: list[_Watch] = []
         self._before: dict[str, int] = {}
         self.rejected: dict[str, int] = {}
+        self._histograms: dict[str, dict[float, float]] = {}
+        # Per kube-proxy histogram: the bound its slowest observation meanwhile stayed under.
+        self.kube_proxy_slowest: dict[str, float | None] = {}
 
     def __enter__(self) -> UpdateTimeline:
         self._before = _read_reject_counters()
+        self._histograms = _read_kube_proxy_histograms()
         for kind in ("endpointslices", "pods"):
             argv = [*self._base, "get", kind, "--watch", "--output-watch-events", "-o", "json"]
             self._watches.append(_Watch(argv))
@@ -140,14 +186,24 @@ class UpdateTimeline:
         for watch in self._watches:
             watch.stop()
         self.rejected = counter_increases(self._before, _read_reject_counters())
+        after = _read_kube_proxy_histograms()
+        self.kube_proxy_slowest = {
+            name: slowest_since(self._histograms.get(name, {}), buckets)
+            for name, buckets in after.items()
+        }
 
     def report(self) -> str:
         lines = sorted(line for watch in self._watches for line in watch.lines)
         rejected = [f"  {packets} packets: {rule}" for rule, packets in self.rejected.items()]
+        slowest = [
+            f"  {name}: at most {bound} s" for name, bound in self.kube_proxy_slowest.items()
+        ]
         return "\n".join(
             [
                 "REJECT rules that fired during the update:",
                 *(rejected or ["  none"]),
+                "The rig's kube-proxy meanwhile (histogram bounds):",
+                *(slowest or ["  no metrics"]),
                 "EndpointSlices and pods of the namespace, as seen:",
                 *lines,
             ]
