@@ -116,10 +116,10 @@ def pod_disruption_budget_spec(selector_labels: dict[str, str], replicas: int) -
 
 # pulumi-kubernetes 4.25.0's own await for a StatefulSet or Deployment update can end at once:
 # it may read the status the controller wrote for the previous spec, which still looks rolled
-# out (fixed upstream for StatefulSets after 4.25.0; seen here for both, in about half of the
-# updates). Conditions under this annotation replace that await, and each waits first for
-# status.observedGeneration to reach metadata.generation, i.e. for the controller to have seen
-# the new spec.
+# out (fixed upstream for StatefulSets after 4.25.0; seen here on the etcd StatefulSet and on the
+# controller-manager's and scheduler's Deployments). Conditions under this annotation replace
+# that await, and each waits first for status.observedGeneration to reach metadata.generation,
+# i.e. for the controller to have seen the new spec.
 WAIT_FOR_ANNOTATION = "pulumi.com/waitFor"
 ROLLED_OUT_FIELDS = ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
 

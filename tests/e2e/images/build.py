@@ -5,11 +5,9 @@
 writes one image tarball per image into DIR (skipping those already up to date) and prints
 `reference<TAB>tar path` per image. Import them with `ctr -n k8s.io images import TAR`.
 
-    python -m tests.e2e.images.build --release v1.36.3 --bin-dir …/v1.36.3/bin \
-        --crane …/v1.37.2/bin/crane --out-dir …/v1.36.3/images
-
-does the same for another release a tenant runs at (`release_images`): its control plane and its
-paired etcd, from that release's binaries.
+Another release a tenant runs at needs only its control plane and its paired etcd
+(`release_images`), built from that release's binaries when the e2e imports them
+(tests/e2e/infra/cluster.py, `import_release_images`).
 
 go-containerregistry's `crane` (built into the bin dir by hack/build-binaries.sh) makes each
 image from one layer tar (layer.py): `crane append` onto the empty image, `crane mutate` for the
@@ -318,19 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bin-dir", required=True, type=Path, help="hack/build-binaries.sh output")
     parser.add_argument("--out-dir", required=True, type=Path, help="where to write image tars")
-    parser.add_argument(
-        "--release", help="a tenant release: build only its own images (release_images)"
-    )
-    parser.add_argument("--crane", type=Path, help="crane, when --bin-dir has none")
     args = parser.parse_args(argv)
     try:
-        if args.release:
-            images = [
-                (spec.reference, build_image(spec, args.bin_dir, args.out_dir, crane=args.crane))
-                for spec in release_images(args.release)
-            ]
-        else:
-            images = build_all(args.bin_dir, args.out_dir)
+        images = build_all(args.bin_dir, args.out_dir)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
