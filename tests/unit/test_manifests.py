@@ -89,7 +89,11 @@ def test_apiserver_probes_and_pod_ip() -> None:
         "scheme": "HTTPS",
     }
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # Ready means this apiserver is: not the etcd all of them share (a leader election would
+    # take every replica out at once).
+    assert container["readinessProbe"]["httpGet"]["path"] == (
+        "/readyz?exclude=etcd&exclude=etcd-readiness"
+    )
     assert "host" not in container["readinessProbe"]["httpGet"]  # the pod IP
     assert container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert container["image"] == "registry.k8s.io/kube-apiserver:v1.37.2"

@@ -128,6 +128,8 @@ def audit_policy() -> str:
 READINESS_PERIOD_SECONDS = 2
 READINESS_FAILURES = 2
 SHUTDOWN_DELAY_SECONDS = 15
+# The apiserver's own readiness, without the checks of the etcd every replica shares.
+READINESS_PATH = "/readyz?exclude=etcd&exclude=etcd-readiness"
 
 
 def api_server_command(settings: ControlPlaneSettings, names: ObjectNames) -> list[str]:
@@ -203,9 +205,11 @@ def api_server_deployment_spec(settings: ControlPlaneSettings, names: ObjectName
         "startupProbe": https_probe("/livez", SECURE_PORT, failures=30),
         "livenessProbe": https_probe("/livez", SECURE_PORT, failures=8),
         # /readyz fails at once on SIGTERM; two quick failures take the pod out of every
-        # Service, NodePort and ingress well before it stops listening.
+        # Service, NodePort and ingress well before it stops listening. etcd's checks stay out:
+        # every apiserver shares the one etcd, so a leader election (a member rolled) would fail
+        # them all at once and leave no endpoint at all, while they could still serve reads.
         "readinessProbe": https_probe(
-            "/readyz",
+            READINESS_PATH,
             SECURE_PORT,
             period=READINESS_PERIOD_SECONDS,
             failures=READINESS_FAILURES,
