@@ -252,6 +252,19 @@ def is_terminating(pod: dict[str, Any]) -> bool:
     return pod["metadata"].get("deletionTimestamp") is not None
 
 
+def delete_etcd_claims(infra: InfraCluster) -> None:
+    """The README's way to remove a destroyed tenant's data too: its etcd volumes' claims."""
+    infra.kubectl(
+        "delete",
+        "pvc",
+        "-n",
+        infra.namespace,
+        "-l",
+        f"app.kubernetes.io/instance={CLUSTER},app.kubernetes.io/name=etcd",
+        tenant=True,
+    )
+
+
 def all_pods_ready(infra: InfraCluster, count: int) -> bool:
     """`count` pods, all Ready; pods on their way out (scaled down, rolled) are not counted."""
     current = [p for p in pods(infra) if p["metadata"].get("deletionTimestamp") is None]

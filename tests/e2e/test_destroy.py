@@ -15,6 +15,7 @@ from tests.e2e.tenant import (
     Tenant,
     TenantPhases,
     all_pods_ready,
+    delete_etcd_claims,
     expected_pod_count,
     pods,
     wait_for,
@@ -103,14 +104,5 @@ def test_destroy_completes_when_the_tenant_api_is_already_gone(tenant: Tenant) -
     tenant.destroy(figure="pulumi destroy, tenant API unreachable")
     wait_for("the tenant's pods to be gone", lambda: not pods(tenant.infra), timeout=120)
     assert left_in_namespace(tenant) == etcd_claims(tenant)
-    # The README's way to remove the data too.
-    tenant.infra.kubectl(
-        "delete",
-        "pvc",
-        "-n",
-        tenant.infra.namespace,
-        "-l",
-        f"app.kubernetes.io/instance={CLUSTER},app.kubernetes.io/name=etcd",
-        tenant=True,
-    )
+    delete_etcd_claims(tenant.infra)
     wait_for("an empty namespace", lambda: not left_in_namespace(tenant), timeout=120)

@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 
 from components.common.versions import DEFAULT_RELEASE, find_release
 from components.config import parse_settings
@@ -36,9 +35,11 @@ from tests.e2e.tenant import (
     all_pods_ready,
     assert_no_failed_requests,
     component_pods,
+    delete_etcd_claims,
     deploy_tenant,
     describe_pods,
     expected_pod_count,
+    is_ready,
     is_terminating,
     stack_config,
     under_load,
@@ -85,19 +86,6 @@ def release_images(infra_cluster: InfraCluster) -> Iterator[None]:
         infra_cluster.import_release_images(version)
     yield
     print("\nrelease figures: " + json.dumps(RELEASE_FIGURES, indent=2))
-
-
-def access(tenant: Tenant) -> TenantAccess:
-    admin = yaml.safe_load(tenant.kubeconfig.read_text())
-    cluster = admin["clusters"][0]["cluster"]
-    return TenantAccess(
-        infra=tenant.infra,
-        settings=parse_settings(tenant.config),
-        kubeconfig=tenant.kubeconfig,
-        ca_pem=tenant.ca_file.read_text(),
-        endpoint=cluster["server"],
-        outputs=dict(tenant.outputs),
-    )
 
 
 def running_versions(tenant: Tenant) -> dict[str, set[str]]:
@@ -254,14 +242,9 @@ def run_idle_pod(tenant: Tenant, name: str, node: str) -> None:
     tenant.kubectl("apply", "-f", "-", input=json.dumps(idle_pod(name, node)))
     wait_for(
         f"pod {name} running on {node}",
-        lambda: _is_ready(tenant_object(tenant, "pod", name, "-n", NAMESPACE)),
+        lambda: is_ready(tenant_object(tenant, "pod", name, "-n", NAMESPACE)),
         timeout=120,
     )
-
-
-def _is_ready(obj: dict[str, Any]) -> bool:
-    conditions = obj.get("status", {}).get("conditions", [])
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 def tenant_object(tenant: Tenant, *args: str) -> dict[str, Any]:
@@ -280,7 +263,7 @@ def addons_of(tenant: Tenant, node: str) -> dict[str, set[str]]:
     tags: dict[str, set[str]] = {}
     for pod in listed["items"]:
         app = pod["metadata"].get("labels", {}).get("k8s-app")
-        if app in ("kube-proxy", "kube-dns") and _is_ready(pod):
+        if app in ("kube-proxy", "kube-dns") and is_ready(pod):
             image = pod["spec"]["containers"][0]["image"]
             tags.setdefault(app, set()).add(image.rsplit(":", 1)[-1])
     return tags
@@ -289,15 +272,7 @@ def addons_of(tenant: Tenant, node: str) -> dict[str, set[str]]:
 def destroy_with_data(tenant: Tenant, label: str) -> None:
     tenant.destroy(figure=f"pulumi destroy ({label})")
     infra = tenant.infra
-    infra.kubectl(
-        "delete",
-        "pvc",
-        "-n",
-        infra.namespace,
-        "-l",
-        f"app.kubernetes.io/instance={CLUSTER},app.kubernetes.io/name=etcd",
-        tenant=True,
-    )
+    delete_etcd_claims(infra)
     wait_for(
         "the tenant's pods and volumes to be gone",
         lambda: (
@@ -323,7 +298,7 @@ def release_tenant(infra: InfraCluster, version: str) -> Iterator[Tenant]:
 @contextlib.contextmanager
 def release_worker(tenant: Tenant, version: str, node_name: str) -> Iterator[Worker]:
     """A worker whose kubelet and kube-proxy are `version`'s, joined with the bootstrap token."""
-    tenant_access = access(tenant)
+    tenant_access = TenantAccess.of(tenant, parse_settings(tenant.config))
     with joined_worker(
         tenant_access,
         str(tenant_access.outputs["bootstrapKubeconfig"]),
@@ -385,9 +360,9 @@ def test_a_minor_upgrade_goes_in_kubeadm_order_without_a_failed_request(
         assert phases["apiservers"][1] <= phases[component][0], phases
     # The worker, now one minor behind, stays Ready; its pod runs on, and a new one starts.
     node = release_node.settings.node_name
-    assert _is_ready(tenant_object(tenant_at_release, "node", node))
+    assert is_ready(tenant_object(tenant_at_release, "node", node))
     assert node_version(tenant_at_release, node) == PATCH_TO
-    assert _is_ready(
+    assert is_ready(
         tenant_object(tenant_at_release, "pod", "before-the-minor-upgrade", "-n", NAMESPACE)
     )
     run_idle_pod(tenant_at_release, "after-the-minor-upgrade", node)

@@ -86,6 +86,20 @@ class TenantAccess:
     # The program's outputs; they hold secrets, so they stay out of test reports.
     outputs: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    @classmethod
+    def of(cls, tenant: Tenant, settings: ControlPlaneSettings) -> TenantAccess:
+        """A tenant as its admin kubeconfig output reaches it, with the settings it runs."""
+        admin = yaml.safe_load(tenant.kubeconfig.read_text())
+        cluster = admin["clusters"][0]["cluster"]
+        return cls(
+            infra=tenant.infra,
+            settings=settings,
+            kubeconfig=tenant.kubeconfig,
+            ca_pem=base64.b64decode(cluster["certificate-authority-data"]).decode(),
+            endpoint=cluster["server"],
+            outputs=dict(tenant.outputs),
+        )
+
     def kubectl(
         self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
@@ -127,16 +141,7 @@ class TenantAccess:
 @pytest.fixture(scope="module")
 def tenant_access(tenant: Tenant) -> TenantAccess:
     """The shared tenant control plane (conftest), as the worker tests need it."""
-    admin = yaml.safe_load(tenant.kubeconfig.read_text())
-    cluster = admin["clusters"][0]["cluster"]
-    return TenantAccess(
-        infra=tenant.infra,
-        settings=parse_settings(stack_config(tenant.infra)),
-        kubeconfig=tenant.kubeconfig,
-        ca_pem=base64.b64decode(cluster["certificate-authority-data"]).decode(),
-        endpoint=cluster["server"],
-        outputs=dict(tenant.outputs),
-    )
+    return TenantAccess.of(tenant, parse_settings(stack_config(tenant.infra)))
 
 
 # -- What a node needs: the program's objects, or the same built by its builders --------------
