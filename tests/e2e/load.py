@@ -26,6 +26,8 @@ class LoadReport:
     errors: Counter[str] = field(default_factory=Counter)
     # When the first failures happened, in seconds since the load started, and why.
     first_failures: list[tuple[float, str]] = field(default_factory=list)
+    # The same moments in epoch seconds, to find them in other records (conntrack's).
+    failure_moments: list[float] = field(default_factory=list)
 
     def as_figure(self) -> dict[str, Any]:
         figure: dict[str, Any] = {
@@ -126,6 +128,7 @@ class RequestLoad(_Poller):
                 if len(self.report.first_failures) < 5:
                     at = time.monotonic() - self._started
                     self.report.first_failures.append((at, f"{wall_clock()} {error}"))
+                    self.report.failure_moments.append(time.time())
             self._stop.wait(self.interval)
 
     def __enter__(self) -> RequestLoad:

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -341,8 +342,9 @@ def under_load(
         loads["through the endpoint"] = RequestLoad(
             tenant.outputs["endpoint"] + LOAD_REQUEST_PATH, tenant.admin_ssl_context()
         )
+    ports = {urlsplit(load.url).port or 443 for load in loads.values()}
     timeline = UpdateTimeline(
-        tenant.infra.kubectl_path, tenant.infra.admin_kubeconfig, tenant.infra.namespace
+        tenant.infra.kubectl_path, tenant.infra.admin_kubeconfig, tenant.infra.namespace, ports
     )
     TIMELINES[figure] = timeline
     with contextlib.ExitStack() as stack:
@@ -367,5 +369,6 @@ def assert_no_failed_requests(
         print("\n".join(probes[-40:]))
         print(describe_pods(infra))
         if figure in TIMELINES:
-            print(TIMELINES[figure].report())
+            moments = [at for load in loads.values() for at in load.report.failure_moments]
+            print(TIMELINES[figure].report(moments))
     assert not failed, f"{figure}: {failed}"

@@ -359,3 +359,22 @@ def test_the_slowest_kube_proxy_observation_between_two_readings_is_bounded_by_i
     assert timeline.slowest_since(before[name], slower) == math.inf
     assert timeline.slowest_since(before[name], {1.0: 3, 2.0: 6, math.inf: 6}) == 2.0
     assert timeline.slowest_since(before[name], before[name]) is None
+
+
+CONNTRACK_EVENTS = [
+    "[1796660487.612091]\t    [NEW] tcp      6 120 SYN_SENT src=10.250.0.1 dst=10.250.0.1"
+    " sport=34000 dport=31443 [UNREPLIED] src=10.244.0.7 dst=10.244.0.1 sport=6443 dport=34000",
+    "[1796660488.500000]\t[DESTROY] tcp      6 CLOSE src=10.250.0.1 dst=10.250.0.1 sport=34002"
+    " dport=31443 [UNREPLIED] src=10.250.0.1 dst=10.250.0.1 sport=31443 dport=34002",
+    "[1796660490.000000]\t    [NEW] tcp      6 120 SYN_SENT src=10.250.0.1 ...",
+    "conntrack v1.4.7 (conntrack-tools): 3 flow events have been shown.",
+]
+
+
+def test_conntrack_events_are_kept_from_a_second_before_a_failure_to_just_after() -> None:
+    assert timeline.conntrack_events_near(CONNTRACK_EVENTS, [1796660488.6]) == CONNTRACK_EVENTS[:2]
+    assert timeline.conntrack_events_near(CONNTRACK_EVENTS, [1796660488.7]) == CONNTRACK_EVENTS[1:2]
+    # Each event once, however many failures it is near; nothing without a failure.
+    both = timeline.conntrack_events_near(CONNTRACK_EVENTS, [1796660488.7, 1796660488.8])
+    assert both == CONNTRACK_EVENTS[1:2]
+    assert timeline.conntrack_events_near(CONNTRACK_EVENTS, []) == []

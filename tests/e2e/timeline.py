@@ -4,10 +4,14 @@ A refused connection during a rollout has few possible causes, and each leaves a
 - a REJECT rule fired (kube-proxy's "has no endpoints", kube-router's policy default): its
   packet counter in `iptables-save -c` went up;
 - a connection reached a pod that no longer listened: the EndpointSlices still listed it as
-  ready when the request failed, or the rig's kube-proxy took long to program a change.
-`UpdateTimeline` keeps all three: the REJECT counters before and after, every EndpointSlice and
+  ready when the request failed, or the rig's kube-proxy took long to program a change;
+- a connection was not translated at all (a NodePort with no rule answers with the node's own
+  refusal): conntrack saw it leave with itself as the reply's source.
+`UpdateTimeline` keeps them all: the REJECT counters before and after, every EndpointSlice and
 pod change in the namespace with the time it was seen (to the millisecond, like the load's
-failures), and how long kube-proxy's slowest endpoint change and sync took meanwhile.
+failures), how long kube-proxy's slowest endpoint change and sync took meanwhile, and
+conntrack's events for the loads' ports (where each connection was sent), printed around each
+failure.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import re
 import subprocess
 import threading
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -97,6 +101,26 @@ def _read_reject_counters() -> dict[str, int]:
     return counters
 
 
+# `conntrack -E -o timestamp` lines: "[<epoch seconds>]\t [NEW] tcp ...".
+_CONNTRACK_EVENT = re.compile(r"^\[(\d+(?:\.\d+)?)\]\s*(.*)$")
+
+
+def conntrack_events_near(
+    lines: Sequence[str], moments: Sequence[float], *, before: float = 1.0, after: float = 0.3
+) -> list[str]:
+    """The conntrack events from `before` seconds ahead of each moment (epoch seconds) to
+    `after` seconds past it, in order, each once."""
+    near = []
+    for line in lines:
+        match = _CONNTRACK_EVENT.match(line)
+        if not match:
+            continue
+        at = float(match.group(1))
+        if any(moment - before <= at <= moment + after for moment in moments):
+            near.append(line)
+    return near
+
+
 def describe_event(event: dict[str, Any]) -> str:
     """One line for a watch event of a pod or an EndpointSlice: what a refusal depends on."""
     kind, obj = event.get("type", "?"), event.get("object", {})
@@ -116,17 +140,34 @@ def describe_event(event: dict[str, Any]) -> str:
     return f"{kind} pod {name} {status.get('podIP')} deleting={deleting} {containers}"
 
 
-class _Watch:
-    """`kubectl get --watch -o json` in the background, every event kept as one line with the
-    time it arrived."""
+class _Recorder:
+    """A command in the background whose output `_read` keeps in `lines`."""
 
     def __init__(self, argv: Sequence[str]) -> None:
         self.lines: list[str] = []
         self._process = subprocess.Popen(
             list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        self._thread = threading.Thread(target=self._read, name="timeline-watch", daemon=True)
+        self._thread = threading.Thread(target=self._read, name="timeline", daemon=True)
         self._thread.start()
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        self.lines.extend(line.rstrip() for line in self._process.stdout)
+
+    def stop(self) -> None:
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._thread.join(timeout=10)
+
+
+class _Watch(_Recorder):
+    """`kubectl get --watch -o json` in the background, every event kept as one line with the
+    time it arrived."""
 
     def _read(self) -> None:
         assert self._process.stdout is not None
@@ -146,23 +187,18 @@ class _Watch:
         if buffered.strip():
             self.lines.append(f"{wall_clock()} {buffered.strip()[:300]}")
 
-    def stop(self) -> None:
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        self._thread.join(timeout=10)
-
 
 class UpdateTimeline:
-    """`with UpdateTimeline(kubectl, kubeconfig, namespace) as timeline: ...`, then
-    `timeline.report()`."""
+    """`with UpdateTimeline(kubectl, kubeconfig, namespace, ports) as timeline: ...`, then
+    `timeline.report(failure_moments)`; `ports`: the TCP ports the loads connect to."""
 
-    def __init__(self, kubectl: Path, kubeconfig: Path, namespace: str) -> None:
+    def __init__(
+        self, kubectl: Path, kubeconfig: Path, namespace: str, ports: Iterable[int] = ()
+    ) -> None:
         self._base = [str(kubectl), f"--kubeconfig={kubeconfig}", "-n", namespace]
+        self._ports = sorted(set(ports))
         self._watches: list[_Watch] = []
+        self._conntrack: list[_Recorder] = []
         self._before: dict[str, int] = {}
         self.rejected: dict[str, int] = {}
         self._histograms: dict[str, dict[float, float]] = {}
@@ -175,6 +211,9 @@ class UpdateTimeline:
         for kind in ("endpointslices", "pods"):
             argv = [*self._base, "get", kind, "--watch", "--output-watch-events", "-o", "json"]
             self._watches.append(_Watch(argv))
+        for port in self._ports:
+            events = ["conntrack", "-E", "-e", "NEW,DESTROY", "-o", "timestamp", "-p", "tcp"]
+            self._conntrack.append(_Recorder([*events, "--orig-port-dst", str(port)]))
         return self
 
     def __exit__(
@@ -183,8 +222,8 @@ class UpdateTimeline:
         value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        for watch in self._watches:
-            watch.stop()
+        for recorder in [*self._watches, *self._conntrack]:
+            recorder.stop()
         self.rejected = counter_increases(self._before, _read_reject_counters())
         after = _read_kube_proxy_histograms()
         self.kube_proxy_slowest = {
@@ -192,8 +231,11 @@ class UpdateTimeline:
             for name, buckets in after.items()
         }
 
-    def report(self) -> str:
+    def report(self, failure_moments: Sequence[float] = ()) -> str:
+        """`failure_moments`: when requests failed (epoch seconds), for conntrack's events."""
         lines = sorted(line for watch in self._watches for line in watch.lines)
+        tracked = sorted(line for recorder in self._conntrack for line in recorder.lines)
+        near = conntrack_events_near(tracked, failure_moments)
         rejected = [f"  {packets} packets: {rule}" for rule, packets in self.rejected.items()]
         slowest = [
             f"  {name}: at most {bound} s" for name, bound in self.kube_proxy_slowest.items()
@@ -206,5 +248,8 @@ class UpdateTimeline:
                 *(slowest or ["  no metrics"]),
                 "EndpointSlices and pods of the namespace, as seen:",
                 *lines,
+                f"conntrack, ports {self._ports}, from 1 s before to 0.3 s after each failure"
+                " (reply src = where the connection was sent):",
+                *(near or ["  none"]),
             ]
         )
