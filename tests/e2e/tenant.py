@@ -360,6 +360,12 @@ def assert_no_failed_requests(
     loads: dict[str, RequestLoad], figure: str, infra: InfraCluster | None = None
 ) -> None:
     failed = {name: load.report.as_figure() for name, load in loads.items() if load.report.failed}
+    moments = [at for load in loads.values() for at in load.report.failure_moments]
+    timeline = TIMELINES.get(figure)
+    # In the assertion itself, so that a CI log's tail keeps where the failed connections went.
+    tracked = (
+        timeline.conntrack_near(moments, before=0.2, after=0.05) if failed and timeline else []
+    )
     if failed and infra is not None:
         # What the kubelet saw meanwhile: readiness changes explain most refused connections.
         kubelet_log = infra.settings.logs_dir / "kubelet.log"
@@ -368,7 +374,6 @@ def assert_no_failed_requests(
         ]
         print("\n".join(probes[-40:]))
         print(describe_pods(infra))
-        if figure in TIMELINES:
-            moments = [at for load in loads.values() for at in load.report.failure_moments]
-            print(TIMELINES[figure].report(moments))
-    assert not failed, f"{figure}: {failed}"
+        if timeline is not None:
+            print(timeline.report(moments))
+    assert not failed, f"{figure}: {failed}; conntrack near the failures: {tracked}"

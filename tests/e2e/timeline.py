@@ -231,11 +231,17 @@ class UpdateTimeline:
             for name, buckets in after.items()
         }
 
-    def report(self, failure_moments: Sequence[float] = ()) -> str:
-        """`failure_moments`: when requests failed (epoch seconds), for conntrack's events."""
-        lines = sorted(line for watch in self._watches for line in watch.lines)
+    def conntrack_near(
+        self, failure_moments: Sequence[float], *, before: float = 1.0, after: float = 0.3
+    ) -> list[str]:
+        """conntrack's events for the loads' ports around the moments requests failed (epoch
+        seconds): the reply's source says where each connection was sent."""
         tracked = sorted(line for recorder in self._conntrack for line in recorder.lines)
-        near = conntrack_events_near(tracked, failure_moments)
+        return conntrack_events_near(tracked, failure_moments, before=before, after=after)
+
+    def report(self, failure_moments: Sequence[float] = ()) -> str:
+        lines = sorted(line for watch in self._watches for line in watch.lines)
+        near = self.conntrack_near(failure_moments)
         rejected = [f"  {packets} packets: {rule}" for rule, packets in self.rejected.items()]
         slowest = [
             f"  {name}: at most {bound} s" for name, bound in self.kube_proxy_slowest.items()
