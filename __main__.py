@@ -62,6 +62,8 @@ pulumi.export("namespace", control_plane.namespace)
 pulumi.export("kubernetesVersion", control_plane.kubernetes_version)
 pulumi.export("joinCommand", control_plane.join_command)
 pulumi.export("bootstrapKubeconfig", control_plane.bootstrap_kubeconfig)
+# Not secret: names and times only (components/host/certs.py certificate_expiry).
+pulumi.export("certificateExpiry", control_plane.certificate_expiry)
 # Read back by the next `pulumi up` (components/last_deployment.py). The expiry is empty when
 # tokens never expire.
 pulumi.export(FIXED_SETTINGS_OUTPUT, fixed_settings)

@@ -164,6 +164,7 @@ class ControlPlane(pulumi.ComponentResource):
             )
 
         self.cluster_ca_certificate = pki.ca_cert_pem
+        self.certificate_expiry = pki.certificate_expiry
         self.namespace = settings.namespace
         self.kubernetes_version = settings.release.version
         self.register_outputs(
@@ -175,5 +176,6 @@ class ControlPlane(pulumi.ComponentResource):
                 "kubernetesVersion": self.kubernetes_version,
                 "joinCommand": self.join_command,
                 "bootstrapKubeconfig": self.bootstrap_kubeconfig,
+                "certificateExpiry": self.certificate_expiry,
             }
         )

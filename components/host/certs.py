@@ -3,13 +3,17 @@
 The set mirrors kubeadm's certs phase (cmd/kubeadm/app/phases/certs): three CAs, the apiserver
 serving and client certificates, one etcd server and one peer certificate for all members, and
 the client identities of the admins, the controller-manager and the scheduler.
-`certificate_plan` says what each certificate holds and is tested directly; the component only
-turns the plan into pulumi-tls resources.
+`certificate_plan` says what each certificate holds and `certificate_expiry` what the
+`certificateExpiry` output says; both are tested directly, and the component only turns the plan
+into pulumi-tls resources.
 """
 
 from __future__ import annotations
 
+import datetime
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_tls as tls
@@ -172,6 +176,56 @@ def _unique(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
+def not_after(validity_end_time: str) -> datetime.datetime:
+    """A certificate's notAfter from pulumi-tls' `validity_end_time`.
+
+    terraform-provider-tls writes Go's RFC 3339 with nanoseconds in the provider's local zone
+    (2027-12-02T10:00:00.123456789Z); the certificate itself holds whole seconds (Go truncates),
+    so this is that time in UTC without the fraction.
+    """
+    moment = datetime.datetime.fromisoformat(validity_end_time)
+    if moment.tzinfo is None:
+        raise ValueError(f"{validity_end_time!r} has no time zone (RFC 3339 has one)")
+    return moment.astimezone(datetime.UTC).replace(microsecond=0)
+
+
+def _rfc3339(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _earliest(validity_end_times: Mapping[str, str]) -> tuple[datetime.datetime, list[str]]:
+    """The earliest notAfter and every certificate that ends then (sorted names)."""
+    if not validity_end_times:
+        raise ValueError("no certificates")
+    ends = {name: not_after(end) for name, end in validity_end_times.items()}
+    first = min(ends.values())
+    return first, sorted(name for name, end in ends.items() if end == first)
+
+
+def certificate_expiry(
+    leaves: Mapping[str, str], cas: Mapping[str, str], leaf_renewal_hours: int
+) -> dict[str, Any]:
+    """The `certificateExpiry` output, from `validity_end_time` by certificate name (the names of
+    `kubeadm certs check-expiration`: leaves as in `certificate_plan`, CAs as CA_COMMON_NAMES).
+
+    Each group names every certificate that ends at its earliest notAfter (leaves issued by one
+    `pulumi up` end in the same second). A `pulumi up` from `renewalWindowStart` on issues
+    the leaf anew (the provider counts from its sub-second end: at most a second later); CAs
+    have no renewal window.
+    """
+    leaf_end, leaf_names = _earliest(leaves)
+    ca_end, ca_names = _earliest(cas)
+    return {
+        "earliestLeaf": {
+            "certificates": leaf_names,
+            "notAfter": _rfc3339(leaf_end),
+            "renewalWindowStart": _rfc3339(leaf_end - datetime.timedelta(hours=leaf_renewal_hours)),
+        },
+        "earliestCa": {"certificates": ca_names, "notAfter": _rfc3339(ca_end)},
+        "leafRenewalWindowHours": leaf_renewal_hours,
+    }
+
+
 class Pki(pulumi.ComponentResource):
     """Every certificate and key of one control plane; keys never leave as plain outputs."""
 
@@ -186,6 +240,10 @@ class Pki(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
 
         self.cas: dict[str, KeyPair] = {}
+        # validity_end_time by certificate name: plain outputs of pulumi-tls (only the keys are
+        # secret), so certificateExpiry is plain too.
+        ca_ends: dict[str, pulumi.Output[str]] = {}
+        self._leaf_ends: dict[str, pulumi.Output[str]] = {}
         for ca, common_name in CA_COMMON_NAMES.items():
             key = _private_key(f"{name}-{ca}", child)
             cert = tls.SelfSignedCert(
@@ -199,6 +257,7 @@ class Pki(pulumi.ComponentResource):
                 opts=child,
             )
             self.cas[ca] = KeyPair(cert.cert_pem, pulumi.Output.secret(key.private_key_pem))
+            ca_ends[ca] = cert.validity_end_time
 
         self.leaves: dict[str, KeyPair] = {}
         for spec in certificate_plan(settings, names):
@@ -214,7 +273,13 @@ class Pki(pulumi.ComponentResource):
         self.service_account_public_key_pem = service_account_key.public_key_pem
 
         self.ca_cert_pem = self.cas[CLUSTER_CA].cert_pem
-        self.register_outputs({"caCertPem": self.ca_cert_pem})
+        renewal_hours = settings.certificate_renewal_hours
+        self.certificate_expiry: pulumi.Output[dict[str, Any]] = pulumi.Output.all(
+            leaves=pulumi.Output.all(**self._leaf_ends), cas=pulumi.Output.all(**ca_ends)
+        ).apply(lambda ends: certificate_expiry(ends["leaves"], ends["cas"], renewal_hours))
+        self.register_outputs(
+            {"caCertPem": self.ca_cert_pem, "certificateExpiry": self.certificate_expiry}
+        )
 
     def _leaf(
         self,
@@ -246,6 +311,7 @@ class Pki(pulumi.ComponentResource):
             allowed_uses=list(spec.uses),
             opts=child,
         )
+        self._leaf_ends[spec.name] = cert.validity_end_time
         return KeyPair(cert.cert_pem, pulumi.Output.secret(key.private_key_pem))
 
 

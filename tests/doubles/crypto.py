@@ -26,6 +26,7 @@ import hashlib
 import ipaddress
 import secrets
 import string
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -212,8 +213,29 @@ def _signature_hash(key: PrivateKeyType) -> hashes.HashAlgorithm | None:
     return hashes.SHA256()
 
 
-def _rfc3339(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_SECOND_NS = 10**9
+
+
+def _nanoseconds(moment: datetime.datetime) -> int:
+    return (moment.astimezone(datetime.UTC) - _EPOCH) // datetime.timedelta(microseconds=1) * 1000
+
+
+def go_time_text(nanoseconds: int) -> str:
+    """Go's `time.Time.MarshalText` of a `time.Now()`, as terraform-provider-tls writes
+    `validity_start_time` and `validity_end_time`: RFC 3339 with nanoseconds, trailing zeros
+    dropped, in the process's local zone ("Z" when it is UTC), e.g. 2027-12-02T10:00:00.12345Z.
+    """
+    seconds, fraction = divmod(nanoseconds, _SECOND_NS)
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC).astimezone()
+    digits = f"{fraction:09d}".rstrip("0")
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{digits}" if digits else "")
+    offset = moment.utcoffset() or datetime.timedelta()
+    if not offset:
+        return f"{text}Z"
+    sign, minutes = ("-", -offset) if offset < datetime.timedelta() else ("+", offset)
+    hours, rest = divmod(int(minutes.total_seconds()) // 60, 60)
+    return f"{text}{sign}{hours:02d}:{rest:02d}"
 
 
 def utcnow() -> datetime.datetime:
@@ -256,8 +278,13 @@ def build_certificate(
     `authority_key_id` is the AuthorityKeyIdentifier to set, if any (the callers decide it, as
     Go's x509.CreateCertificate and the provider do).
     """
-    start = (now or utcnow()).astimezone(datetime.UTC).replace(microsecond=0)
-    end = start + datetime.timedelta(hours=int(inputs["validityPeriodHours"]))
+    # Go's time.Now() to the nanosecond; the certificate holds whole seconds (x509 encodes
+    # UTCTime and GeneralizedTime without fractions, Go truncates).
+    start_ns = time.time_ns() if now is None else _nanoseconds(now)
+    end_ns = start_ns + int(inputs["validityPeriodHours"]) * 3600 * _SECOND_NS
+    start, end = (
+        datetime.datetime.fromtimestamp(ns // _SECOND_NS, datetime.UTC) for ns in (start_ns, end_ns)
+    )
     uses = list(inputs.get("allowedUses") or [])
     is_ca = bool(inputs.get("isCaCertificate"))
     max_path = inputs.get("maxPathLength")
@@ -303,10 +330,10 @@ def build_certificate(
     certificate = builder.sign(signing_key, _signature_hash(signing_key))  # type: ignore[arg-type]
     outputs = {
         "certPem": certificate.public_bytes(serialization.Encoding.PEM).decode(),
-        "validityStartTime": _rfc3339(start),
-        "validityEndTime": _rfc3339(end),
+        "validityStartTime": go_time_text(start_ns),
+        "validityEndTime": go_time_text(end_ns),
         "readyForRenewal": ready_for_renewal(
-            _rfc3339(end), inputs.get("earlyRenewalHours") or 0, now
+            go_time_text(end_ns), inputs.get("earlyRenewalHours") or 0, now
         ),
     }
     return certificate, str(serial), outputs

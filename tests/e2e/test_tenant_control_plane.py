@@ -8,6 +8,7 @@ the tenant namespace, and then used through its own `kubeconfig` output, read wi
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import ssl
 import time
@@ -15,8 +16,22 @@ import urllib.request
 from typing import Any
 
 import pytest
+import yaml
+from cryptography import x509
 
+from components.common.names import ObjectNames
 from components.config import parse_settings
+from components.host.certs import (
+    API_PROXY_CERT,
+    CA_COMMON_NAMES,
+    ETCD_PEER,
+    ETCD_SERVER,
+    certificate_plan,
+)
+from components.host.control_plane.apiserver import api_server_secret_name
+from components.host.control_plane.controller_manager import controller_manager_secret_name
+from components.host.control_plane.scheduler import scheduler_secret_name
+from components.host.etcd import etcd_secret_name
 from tests.e2e.infra import InfraCluster
 from tests.e2e.tenant import (
     CLUSTER,
@@ -332,3 +347,81 @@ def test_preview_and_up_of_the_same_program_change_nothing(tenant: Tenant) -> No
     again = tenant.stack.up()
     assert again.changed == {}, again.changes
     assert generations(infra) == before
+
+
+def test_certificate_expiry_output_is_plain_and_what_the_stored_certificates_say(
+    tenant: Tenant,
+) -> None:
+    """Issue 12, item 5: `pulumi stack output certificateExpiry --json`, as the README shows it
+    (no --show-secrets), names the leaves and the CAs that end first, at the notAfter of the
+    certificates that the host namespace's Secrets hold."""
+    stack = tenant.stack
+    shown = json.loads(
+        stack.cli("stack", "output", "certificateExpiry", "--json", "--stack", stack.name).stdout
+    )
+    every_output = json.loads(stack.cli("stack", "output", "--json", "--stack", stack.name).stdout)
+    assert every_output["kubeconfig"] == "[secret]"  # what a secret output looks like here
+    assert every_output["certificateExpiry"] == shown == tenant.outputs["certificateExpiry"]
+
+    settings = parse_settings(tenant.config)
+    names = ObjectNames(
+        cluster=settings.cluster_name,
+        namespace=settings.namespace,
+        infra_cluster_domain=settings.infra_cluster_domain,
+    )
+
+    def files(secret_name: str) -> dict[str, str]:
+        secret = tenant.infra.kubectl_json(
+            "get", "secret", "-n", tenant.infra.namespace, secret_name, tenant=True
+        )
+        return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+
+    def certificate(pem: str) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(pem.encode())
+
+    def kubeconfig_client(secret_name: str) -> x509.Certificate:
+        user = yaml.safe_load(files(secret_name)["kubeconfig"])["users"][0]["user"]
+        return certificate(base64.b64decode(user["client-certificate-data"]).decode())
+
+    # Where each certificate lives, by the name certificateExpiry gives it (kubeadm's).
+    stored = {
+        file_name.removesuffix(".crt"): certificate(pem)
+        for file_name, pem in files(api_server_secret_name(names)).items()
+        if file_name.endswith(".crt")
+    }
+    etcd = files(etcd_secret_name(names))
+    stored[ETCD_SERVER] = certificate(etcd["server.crt"])
+    stored[ETCD_PEER] = certificate(etcd["peer.crt"])
+    stored["admin"] = kubeconfig_client(names.admin_kubeconfig)
+    stored["super-admin"] = kubeconfig_client(names.super_admin_kubeconfig)
+    stored["controller-manager"] = kubeconfig_client(controller_manager_secret_name(names))
+    stored["scheduler"] = kubeconfig_client(scheduler_secret_name(names))
+
+    def is_ca(cert: x509.Certificate) -> bool:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+
+    leaves = {name: cert for name, cert in stored.items() if not is_ca(cert)}
+    cas = {name: cert for name, cert in stored.items() if is_ca(cert)}
+    assert set(cas) == set(CA_COMMON_NAMES)
+    # Every leaf of the plan is in the host namespace (the API proxy's only with ingress).
+    assert set(leaves) == {s.name for s in certificate_plan(settings, names)} - {API_PROXY_CERT}
+
+    def earliest(certs: dict[str, x509.Certificate]) -> tuple[datetime.datetime, list[str]]:
+        end = min(cert.not_valid_after_utc for cert in certs.values())
+        return end, sorted(name for name, cert in certs.items() if cert.not_valid_after_utc == end)
+
+    def rfc3339(moment: datetime.datetime) -> str:
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    leaf_end, leaf_names = earliest(leaves)
+    ca_end, ca_names = earliest(cas)
+    window = datetime.timedelta(hours=settings.certificate_renewal_hours)
+    assert shown == {
+        "earliestLeaf": {
+            "certificates": leaf_names,
+            "notAfter": rfc3339(leaf_end),
+            "renewalWindowStart": rfc3339(leaf_end - window),
+        },
+        "earliestCa": {"certificates": ca_names, "notAfter": rfc3339(ca_end)},
+        "leafRenewalWindowHours": settings.certificate_renewal_hours,
+    }

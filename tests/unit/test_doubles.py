@@ -520,7 +520,29 @@ def test_a_ca_certificate(ca: dict[str, Any]) -> None:
     start = datetime.datetime.fromisoformat(values["validityStartTime"])
     end = datetime.datetime.fromisoformat(values["validityEndTime"])
     assert end - start == datetime.timedelta(hours=48)
-    assert certificate.not_valid_after_utc == end
+    # The certificate holds whole seconds, the validity times Go's nanoseconds.
+    assert certificate.not_valid_before_utc == start.replace(microsecond=0)
+    assert certificate.not_valid_after_utc == end.replace(microsecond=0)
+
+
+def test_validity_times_as_terraform_provider_tls_writes_them() -> None:
+    """Go's time.Time.MarshalText: RFC 3339, nanoseconds without trailing zeros, local zone."""
+    moment = 1_800_000_000 * 10**9  # 2027-01-15T08:00:00Z
+    assert crypto.go_time_text(moment + 123_456_789) == "2027-01-15T08:00:00.123456789Z"
+    assert crypto.go_time_text(moment + 120_000_000) == "2027-01-15T08:00:00.12Z"
+    assert crypto.go_time_text(moment) == "2027-01-15T08:00:00Z"
+    berlin = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from tests.doubles import crypto; print(crypto.go_time_text({moment}))",
+        ],
+        env={"TZ": "Europe/Berlin", "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert berlin.stdout.strip() == "2027-01-15T09:00:00+01:00"
 
 
 def test_authority_key_id_only_with_set_authority_key_id(ca: dict[str, Any]) -> None:
